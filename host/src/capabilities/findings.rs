@@ -1,0 +1,63 @@
+//! The `findings` interface: validates and deduplicates reported findings.
+//! Oversized fields are cut (never trusted to be small); a flood ends the run
+//! at the output quota.
+
+use crate::manifest::{Finding, Location};
+use crate::runtime::GuestState;
+use crate::runtime::bindings::toolhost::workflow::findings::Host;
+use crate::runtime::bindings::WitFinding;
+
+const MAX_ID: usize = 256;
+const MAX_TITLE: usize = 1024;
+const MAX_MESSAGE: usize = 64 * 1024;
+const MAX_PATH: usize = 4096;
+
+/// Cuts `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Converts a guest finding to the host form (clipped, fingerprinted).
+pub fn from_guest(f: WitFinding) -> Finding {
+    let rule_id = clip(f.rule_id, MAX_ID);
+    let title = clip(f.title, MAX_TITLE);
+    let mut message = clip(f.message, MAX_MESSAGE);
+    if message.is_empty() {
+        message = title.clone();
+    }
+    let location = f.location.map(|l| Location {
+        path: clip(l.path.replace('\\', "/"), MAX_PATH),
+        start_line: l.start_line.filter(|&n| n > 0),
+        end_line: l.end_line.filter(|&n| n > 0),
+        start_column: l.start_column.filter(|&n| n > 0),
+    });
+    let fingerprint = match f.fingerprint.filter(|fp| !fp.is_empty()) {
+        Some(fp) => clip(fp, MAX_ID),
+        None => Finding::derive_fingerprint(&rule_id, location.as_ref(), &message),
+    };
+    Finding {
+        rule_id,
+        title,
+        message,
+        severity: f.severity.into(),
+        location,
+        fingerprint,
+    }
+}
+
+impl Host for GuestState {
+    async fn report(&mut self, finding: WitFinding) -> anyhow::Result<()> {
+        let f = from_guest(finding);
+        let len = f.rule_id.len() + f.title.len() + f.message.len() + 64;
+        self.run.journal.add_finding(f, len)?;
+        Ok(())
+    }
+}

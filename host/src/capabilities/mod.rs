@@ -1,0 +1,59 @@
+//! Host capabilities: one module per WIT import interface, each a small,
+//! checked implementation over the run's [`RunContext`]. This is where policy
+//! is enforced (which tools, which paths, how many bytes); none of it may be
+//! bypassed by a guest, and no capability may panic on guest input.
+
+pub mod activities;
+pub mod artifacts;
+pub mod durable;
+pub mod findings;
+pub mod journal;
+pub mod log;
+pub mod progress;
+pub mod stop;
+pub mod tools;
+pub mod workspace;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::manifest::WorkflowInfo;
+use crate::runtime::clocks::WorkflowClock;
+use crate::runtime::limits::GuestLimits;
+use crate::runtime::{GuestState, Runtime, WorkflowPre};
+use crate::sandbox::policy::ToolGrant;
+
+pub use journal::{Observer, RunEvent, RunJournal};
+pub use stop::{StopReason, StopSignal};
+pub use workspace::Workspace;
+
+/// Everything a run's guest instances share: identity, grants, workspace,
+/// journal and stop signal.
+pub struct RunContext {
+    /// `<workflow>-<short id>`.
+    pub run_id: String,
+    /// The workflow's validated metadata.
+    pub info: WorkflowInfo,
+    /// sha256 of the component the run is pinned to.
+    pub digest: String,
+    /// The engine (for new activity stores).
+    pub runtime: Arc<Runtime>,
+    /// The linked component (for new activity instances).
+    pub pre: WorkflowPre<GuestState>,
+    /// Tools granted to this run.
+    pub tools: ToolGrant,
+    /// The run's private copy of the target.
+    pub workspace: Workspace,
+    /// Where artifacts are stored.
+    pub artifacts_dir: PathBuf,
+    /// Outputs collected so far.
+    pub journal: Arc<RunJournal>,
+    /// Cancellation and deadline.
+    pub stop: StopSignal,
+    /// Guest limits.
+    pub limits: GuestLimits,
+    /// Workflow time.
+    pub clock: WorkflowClock,
+}
+
+impl crate::runtime::bindings::toolhost::workflow::types::Host for GuestState {}

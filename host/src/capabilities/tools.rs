@@ -1,0 +1,148 @@
+//! The `tools` interface: checks a request against the run's tool grant and
+//! the tool's configuration, runs it through the sandbox, and audits it in
+//! the run log. It must never start a process the grant does not allow.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::runtime::GuestState;
+use crate::runtime::bindings::toolhost::workflow::tools::{Host, RunOptions, ToolError, ToolOutput};
+use crate::sandbox::process::{ProcessError, ProcessSpec, run_process};
+
+/// Most arguments one call may pass.
+const MAX_ARGS: usize = 4096;
+/// Most bytes of arguments, env and stdin one call may pass.
+const MAX_REQUEST_BYTES: usize = 64 << 20;
+
+impl Host for GuestState {
+    async fn run(
+        &mut self,
+        tool: String,
+        args: Vec<String>,
+        options: RunOptions,
+    ) -> anyhow::Result<Result<ToolOutput, ToolError>> {
+        Ok(run_tool(&self.run, &tool, args, options).await)
+    }
+}
+
+/// Runs `tool` for `run` (shared by workflow and activity code).
+pub async fn run_tool(
+    run: &super::RunContext,
+    tool: &str,
+    args: Vec<String>,
+    options: RunOptions,
+) -> Result<ToolOutput, ToolError> {
+    let resolved = run.tools.check(tool).map_err(ToolError::NotPermitted)?;
+    let program = resolved
+        .program
+        .clone()
+        .map_err(|e| ToolError::NotFound(format!("tool `{tool}`: {e}")))?;
+
+    let request_bytes: usize = args.iter().map(String::len).sum::<usize>()
+        + options.stdin.as_ref().map_or(0, Vec::len)
+        + options.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if args.len() > MAX_ARGS || request_bytes > MAX_REQUEST_BYTES {
+        return Err(ToolError::NotPermitted(format!(
+            "request too large: {} arguments, {request_bytes} bytes (limits: {MAX_ARGS} arguments, {MAX_REQUEST_BYTES} bytes)",
+            args.len()
+        )));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(ToolError::NotPermitted("an argument contains a NUL byte".into()));
+    }
+
+    let cwd_rel = options.cwd.clone().unwrap_or_default();
+    let cwd = run
+        .workspace
+        .host_dir(&cwd_rel)
+        .map_err(|e| ToolError::NotPermitted(format!("working directory: {e:?}")))?;
+
+    let mut env = resolved.base_env.clone();
+    for (key, value) in options.env {
+        if !resolved.env_allow.iter().any(|a| *a == key) {
+            return Err(ToolError::NotPermitted(format!(
+                "environment variable `{key}` is not allowed for tool `{tool}`; allowed: {}",
+                if resolved.env_allow.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    resolved.env_allow.join(", ")
+                }
+            )));
+        }
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    }
+    // Tools see a home and temp dir inside the workspace, never the host's.
+    let home = run.workspace.root().join(".toolhost-home");
+    let tmp = home.join("tmp");
+    let _ = std::fs::create_dir_all(&tmp);
+    for (k, v) in [("HOME", &home), ("TMPDIR", &tmp)] {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.display().to_string()));
+    }
+
+    let timeout = options
+        .timeout_ms
+        .map(Duration::from_millis)
+        .map_or(resolved.timeout, |t| t.min(resolved.timeout));
+    let mut full_args = resolved.fixed_args.clone();
+    full_args.extend(args.iter().cloned());
+    let spec = ProcessSpec {
+        program,
+        args: full_args,
+        env,
+        cwd,
+        stdin: options.stdin,
+        timeout,
+        output_limit: resolved.output_limit,
+    };
+
+    run.journal.tool_started(tool, &args);
+    let result = run_process(&spec, run.stop.stopped()).await;
+    let (record, outcome) = match &result {
+        Ok(out) => (
+            json!({"exit_code": out.exit_code, "signal": out.signal,
+                   "duration_ms": out.duration.as_millis() as u64,
+                   "stdout_bytes": out.stdout.len(), "stderr_bytes": out.stderr.len(),
+                   "bytes_written": out.bytes_written, "truncated": out.truncated}),
+            match (out.exit_code, out.signal) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(sig)) => format!("signal {sig}"),
+                _ => "ended".into(),
+            },
+        ),
+        Err(e) => (json!({"error": e.to_string()}), e.to_string()),
+    };
+    let mut audit = json!({
+        "level": "info", "source": "tool", "tool": tool,
+        "program": spec.program.display().to_string(), "args": spec.args,
+        "cwd": cwd_rel, "timeout_ms": timeout.as_millis() as u64,
+        "message": format!("tool `{tool}` {outcome}"),
+    });
+    if let (Some(a), Some(r)) = (audit.as_object_mut(), record.as_object()) {
+        a.extend(r.clone());
+    }
+    run.journal.audit(audit);
+    run.journal.tool_finished(tool, outcome);
+
+    match result {
+        Ok(out) => Ok(ToolOutput {
+            exit_code: out.exit_code,
+            signal: out.signal,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            truncated: out.truncated,
+            duration_ms: out.duration.as_millis() as u64,
+        }),
+        Err(ProcessError::TimedOut(_)) => Err(ToolError::TimedOut),
+        Err(ProcessError::Stopped) => match run.stop.reason() {
+            Some(crate::capabilities::StopReason::DeadlineExceeded { .. }) => Err(ToolError::TimedOut),
+            _ => Err(ToolError::Cancelled),
+        },
+        Err(ProcessError::Spawn { program, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(ToolError::NotFound(format!("`{program}` no longer exists on this host")))
+        }
+        Err(e) => Err(ToolError::Failed(e.to_string())),
+    }
+}

@@ -1,0 +1,18 @@
+//! Toolhost: a host for sandboxed, hot-loaded WebAssembly workflows that
+//! drive native security toolchains.
+//!
+//! Dependencies point one way: `cli` -> `engine` -> `toolbox`/`runtime`/
+//! `capabilities` -> `sandbox`/`storage`; `manifest` and `report` are shared
+//! data and rendering.
+
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod manifest;
+pub mod report;
+pub mod runtime;
+pub mod sandbox;
+pub mod storage;
+pub mod toolbox;
+pub mod util;

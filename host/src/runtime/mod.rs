@@ -1,0 +1,144 @@
+//! The WebAssembly runtime: one shared wasmtime `Config`, the engine with its
+//! epoch ticker, the linker with every host capability, and the per-store
+//! limits. It owns how guests are compiled, linked and bounded; it must never
+//! decide policy (which tools, which paths): that is `capabilities`' job.
+
+pub mod bindings;
+pub mod clocks;
+pub mod limits;
+pub mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, OptLevel};
+
+pub use bindings::{Workflow as WorkflowBindings, WorkflowPre};
+pub use state::GuestState;
+
+/// How often the epoch advances; the granularity of deadlines and cancellation.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Knobs of the shared engine configuration.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Count fuel so a per-run budget can be enforced.
+    pub consume_fuel: bool,
+}
+
+/// Builds the one wasmtime `Config` every engine of this host uses (runs,
+/// validation, benchmarks and cached artifacts must agree on it).
+pub fn engine_config(opts: &EngineOptions) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(opts.consume_fuel);
+    config.cranelift_opt_level(OptLevel::Speed);
+    // Guests run on fibers: a deep recursion must trap inside the guest's
+    // own stack, long before the fiber stack runs out.
+    config.max_wasm_stack(1 << 20);
+    config.async_stack_size(2 << 20);
+    config
+}
+
+/// The engine, its linker and the epoch ticker that drives deadlines.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Creates the engine and linker and starts the epoch ticker thread.
+    pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
+        let engine = Engine::new(&engine_config(opts))
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
+        let mut linker = Linker::<GuestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        WorkflowBindings::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)
+        .context("cannot link the toolhost:workflow imports")?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("toolhost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            ticker_stop,
+        }))
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a component from its bytes (CPU-heavy: call off the async executor).
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        Component::new(&self.engine, bytes).map_err(|e| {
+            let text = format!("{e:#}");
+            if text.contains("parse a wasm module with a component parser")
+                || text.contains("expected a component")
+                || text.contains("core module")
+            {
+                anyhow::anyhow!(
+                    "this is a core WebAssembly module, not a component: build the plugin with `cargo component build` or `cargo build --target wasm32-wasip2`"
+                )
+            } else {
+                anyhow::anyhow!("not a valid WebAssembly component: {text}")
+            }
+        })
+    }
+
+    /// Links `component` against this host's imports once, so each run
+    /// only instantiates.
+    pub fn prepare(&self, component: &Component) -> Result<WorkflowPre<GuestState>> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| describe_link_error(&format!("{e:#}")))?;
+        WorkflowPre::new(pre).map_err(|e| {
+            anyhow::anyhow!(
+                "the component does not export the toolhost:workflow@0.1.0 world ({e:#}); build it against the `wit/` of this host with toolhost-sdk"
+            )
+        })
+    }
+}
+
+fn describe_link_error(text: &str) -> anyhow::Error {
+    if let Some(rest) = text.split("import `").nth(1) {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return anyhow::anyhow!(
+            "the component imports `{name}`, which this host does not provide; it may target another WIT version (this host speaks toolhost:workflow@0.1.0 and WASI 0.2)"
+        );
+    }
+    anyhow::anyhow!("the component cannot be linked against this host: {text}")
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

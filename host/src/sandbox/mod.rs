@@ -1,0 +1,6 @@
+//! The native process sandbox: which tools exist (policy) and how a tool
+//! process is started, bounded and killed (process). It knows nothing about
+//! WebAssembly or runs; capabilities call it with a fully checked request.
+
+pub mod policy;
+pub mod process;

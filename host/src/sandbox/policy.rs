@@ -1,0 +1,228 @@
+//! Tool policy: a vertical's tool table, resolved against this host, and the
+//! rule that a workflow gets only the tools it declared *and* the vertical
+//! offers. Neither side can widen the other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// One tool as configured in a vertical.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// Executable: an absolute path, or a name looked up on the host's PATH.
+    pub command: String,
+    /// Fixed leading arguments, before the workflow's own.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables copied from the host when set; also the only
+    /// variables a workflow may set for this tool.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Values for variables not inherited from the host (`~/` = host home).
+    #[serde(default)]
+    pub env_defaults: BTreeMap<String, String>,
+    /// Longest a single invocation may run, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Cap on captured stdout and on captured stderr, in MiB each.
+    #[serde(default = "default_output_limit")]
+    pub output_limit_mib: u64,
+    /// Whether the tool may use the network.
+    #[serde(default)]
+    pub network: bool,
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+
+fn default_output_limit() -> u64 {
+    16
+}
+
+impl ToolConfig {
+    pub(crate) fn check(&self, name: &str) -> Result<()> {
+        crate::manifest::check_name("tool", name).map_err(anyhow::Error::msg)?;
+        if self.command.trim().is_empty() {
+            bail!("`command` is empty");
+        }
+        if self.timeout_secs == 0 {
+            bail!("`timeout_secs` must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A tool ready to run on this host.
+#[derive(Debug, Clone)]
+pub struct ResolvedTool {
+    /// The name workflows use.
+    pub name: String,
+    /// Absolute executable path, or the lookup error to report.
+    pub program: Result<PathBuf, String>,
+    /// Fixed leading arguments.
+    pub fixed_args: Vec<String>,
+    /// Names a workflow may set.
+    pub env_allow: Vec<String>,
+    /// The environment the tool starts with (before per-call variables).
+    pub base_env: Vec<(String, String)>,
+    /// Per-invocation timeout cap.
+    pub timeout: Duration,
+    /// Per-stream output cap in bytes.
+    pub output_limit: usize,
+    /// Network allowed.
+    pub network: bool,
+}
+
+impl ResolvedTool {
+    /// Resolves `config` against the host's PATH and environment.
+    pub fn resolve(name: &str, config: &ToolConfig) -> Self {
+        let program = find_program(&config.command);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut base_env = Vec::new();
+        for key in &config.env {
+            if let Ok(value) = std::env::var(key) {
+                base_env.push((key.clone(), value));
+            }
+        }
+        for (key, value) in &config.env_defaults {
+            if base_env.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let value = match (value.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => home.join(rest).display().to_string(),
+                _ => value.clone(),
+            };
+            base_env.push((key.clone(), value));
+        }
+        ResolvedTool {
+            name: name.to_string(),
+            program,
+            fixed_args: config.args.clone(),
+            env_allow: config.env.clone(),
+            base_env,
+            timeout: Duration::from_secs(config.timeout_secs),
+            output_limit: usize::try_from(config.output_limit_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            network: config.network,
+        }
+    }
+}
+
+/// Looks `command` up like a shell would, without running one.
+pub fn find_program(command: &str) -> Result<PathBuf, String> {
+    let candidate = Path::new(command);
+    if candidate.is_absolute() {
+        return if is_executable(candidate) {
+            Ok(candidate.to_path_buf())
+        } else {
+            Err(format!("`{command}` does not exist or is not executable"))
+        };
+    }
+    if command.contains('/') {
+        return Err(format!(
+            "`{command}` is a relative path; use an absolute path or a bare name found on PATH"
+        ));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let full = dir.join(command);
+        if is_executable(&full) {
+            return Ok(full);
+        }
+    }
+    Err(format!(
+        "`{command}` was not found on this host's PATH; install it or set an absolute `command` in the vertical config"
+    ))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The tools one run may use: declared by the workflow ∩ offered by the vertical.
+#[derive(Debug, Clone, Default)]
+pub struct ToolGrant {
+    vertical: String,
+    offered: BTreeMap<String, ResolvedTool>,
+    declared: Vec<String>,
+}
+
+impl ToolGrant {
+    /// The grant for a workflow of `vertical` that declared `declared`.
+    pub fn new(vertical: &str, offered: BTreeMap<String, ResolvedTool>, declared: &[String]) -> Self {
+        ToolGrant {
+            vertical: vertical.to_string(),
+            offered,
+            declared: declared.to_vec(),
+        }
+    }
+
+    /// The tool if granted, or a message saying why not and what is allowed.
+    pub fn check(&self, tool: &str) -> Result<&ResolvedTool, String> {
+        if !self.declared.iter().any(|d| d == tool) {
+            return Err(format!(
+                "the workflow did not declare tool `{tool}` in its metadata; declared: {}",
+                list_or_none(self.declared.iter())
+            ));
+        }
+        self.offered.get(tool).ok_or_else(|| {
+            format!(
+                "tool `{tool}` is not offered by vertical `{}`; offered: {}",
+                self.vertical,
+                list_or_none(self.offered.keys())
+            )
+        })
+    }
+}
+
+fn list_or_none<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = items.map(String::as_str).collect();
+    if v.is_empty() { "(none)".into() } else { v.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(cmd: &str) -> ToolConfig {
+        ToolConfig {
+            command: cmd.into(),
+            args: vec![],
+            env: vec!["PATH".into()],
+            env_defaults: BTreeMap::from([("FOO".into(), "~/x".into())]),
+            timeout_secs: 5,
+            output_limit_mib: 1,
+            network: false,
+        }
+    }
+
+    #[test]
+    fn grant_is_the_intersection() {
+        let offered = BTreeMap::from([
+            ("true".to_string(), ResolvedTool::resolve("true", &tool("true"))),
+            ("ls".to_string(), ResolvedTool::resolve("ls", &tool("ls"))),
+        ]);
+        let grant = ToolGrant::new("rust", offered, &["true".into(), "cargo".into()]);
+        assert!(grant.check("true").is_ok());
+        let e = grant.check("ls").unwrap_err();
+        assert!(e.contains("did not declare tool `ls`"), "{e}");
+        let e = grant.check("cargo").unwrap_err();
+        assert!(e.contains("not offered by vertical `rust`") && e.contains("ls, true"), "{e}");
+    }
+
+    #[test]
+    fn programs_resolve_on_path_and_env_defaults_expand_home() {
+        let t = ResolvedTool::resolve("true", &tool("true"));
+        assert!(t.program.as_ref().unwrap().is_absolute());
+        let foo = t.base_env.iter().find(|(k, _)| k == "FOO").unwrap();
+        assert!(foo.1.ends_with("/x") && !foo.1.starts_with('~'));
+        assert!(find_program("definitely-not-a-tool-xyz").unwrap_err().contains("PATH"));
+        assert!(find_program("./rel").is_err());
+    }
+}
