@@ -1,1 +1,5 @@
-fn main() {}
+//! The `toolhost` binary.
+
+fn main() -> std::process::ExitCode {
+    toolhost::cli::main()
+}

@@ -86,3 +86,9 @@ pub fn list(path: &str, recursive: bool) -> Result<Vec<DirEntry>, FsError> {
 pub fn exists(path: &str) -> Result<bool, FsError> {
     wit::exists(path).map_err(Into::into)
 }
+
+/// Lists every file and directory under `path` (the whole workspace when
+/// `path` is empty).
+pub fn list_dir_or_root(path: &str) -> Result<Vec<DirEntry>, FsError> {
+    list(if path.is_empty() { "." } else { path }, true)
+}
