@@ -270,3 +270,39 @@ mod tests {
         assert_eq!(normalize_path("src/lib.rs"), "src/lib.rs");
     }
 }
+
+#[cfg(feature = "sdk")]
+mod sdk {
+    use toolhost_sdk::{Finding, Severity as SdkSeverity};
+
+    impl From<super::Severity> for SdkSeverity {
+        fn from(s: super::Severity) -> Self {
+            match s {
+                super::Severity::Info => SdkSeverity::Info,
+                super::Severity::Low => SdkSeverity::Low,
+                super::Severity::Medium => SdkSeverity::Medium,
+                super::Severity::High => SdkSeverity::High,
+                super::Severity::Critical => SdkSeverity::Critical,
+            }
+        }
+    }
+
+    impl super::Hit {
+        /// The SDK finding for this hit (location, columns and fingerprint kept).
+        pub fn to_finding(&self) -> Finding {
+            let mut f = Finding::new(self.rule_id.clone(), self.severity.into(), self.title.clone())
+                .message(self.message.clone())
+                .fingerprint(self.fingerprint.clone());
+            if let Some(path) = &self.path {
+                f = f.at(path.clone(), self.start_line.unwrap_or(0));
+                if let Some(c) = self.start_column {
+                    f = f.column(c);
+                }
+                if let Some(e) = self.end_line {
+                    f = f.end_line(e);
+                }
+            }
+            f
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `security_assessment`: finds hard-coded secrets and dangerous patterns
+//! (an activity scans every text file of the workspace) and turns
+//! `cargo clippy` diagnostics into findings; results are deduplicated and
+//! severities mapped consistently.
+
+use std::path::Path;
+
+use toolhost_scanners::Hit;
+use toolhost_sdk::prelude::*;
+
+/// Parameters of `security_assessment`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Scan files for secrets and dangerous code patterns.
+    #[serde(default = "yes")]
+    pub scan_files: bool,
+    /// Run `cargo clippy` when the target has a Cargo.toml.
+    #[serde(default = "yes")]
+    pub clippy: bool,
+    /// Directory of the Rust crate inside the target (for clippy).
+    #[serde(default)]
+    pub path: String,
+    /// Skip files larger than this many bytes.
+    #[serde(default = "default_max_file")]
+    #[schemars(range(min = 1, max = 104857600))]
+    pub max_file_bytes: u64,
+    /// Report only findings at least this severe.
+    #[serde(default)]
+    pub min_severity: MinSeverity,
+}
+
+/// Lowest severity reported.
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MinSeverity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_file() -> u64 {
+    2 * 1024 * 1024
+}
+
+/// Input of the `scan` activity.
+#[derive(Serialize, Deserialize)]
+pub struct ScanInput {
+    max_file_bytes: u64,
+}
+
+/// Output of the `scan` activity.
+#[derive(Serialize, Deserialize)]
+pub struct ScanOutput {
+    files_scanned: u64,
+    files_skipped: u64,
+    hits: Vec<Hit>,
+}
+
+/// The run summary.
+#[derive(Serialize)]
+pub struct Summary {
+    files_scanned: u64,
+    clippy: &'static str,
+    findings: usize,
+}
+
+pub struct SecurityAssessment;
+
+impl Workflow for SecurityAssessment {
+    const NAME: &'static str = "security_assessment";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Finds hard-coded secrets, risky Rust patterns and clippy diagnostics.";
+    const VERTICAL: &'static str = "rust";
+    const TOOLS: &'static [&'static str] = &["cargo-clippy"];
+    const TAGS: &'static [&'static str] = &["security", "secrets", "rust", "sast"];
+    const TIMEOUT_SECS: u32 = 3600;
+
+    type Params = Params;
+    type Output = Summary;
+
+    fn run(ctx: &Context, params: Params) -> Result<Summary> {
+        let mut hits = Vec::new();
+        let mut files_scanned = 0;
+        if params.scan_files {
+            progress(&serde_json::json!({"phase": "scanning files"}));
+            let out: ScanOutput = ctx.activity(
+                "scan",
+                &ScanInput {
+                    max_file_bytes: params.max_file_bytes,
+                },
+            )?;
+            toolhost_sdk::log::info!(
+                "scanned {} files ({} skipped), {} hits",
+                out.files_scanned,
+                out.files_skipped,
+                out.hits.len()
+            );
+            files_scanned = out.files_scanned;
+            hits.extend(out.hits);
+        }
+
+        let manifest = join(&params.path, "Cargo.toml");
+        let clippy = if !params.clippy {
+            "disabled"
+        } else if !workspace::exists(&manifest)? {
+            "skipped: no Cargo.toml"
+        } else {
+            progress(&serde_json::json!({"phase": "cargo clippy", "files_scanned": files_scanned}));
+            let mut cmd = tools::run("cargo-clippy").args([
+                "--message-format=json",
+                "--all-targets",
+                "--quiet",
+                "--color",
+                "never",
+            ]);
+            if !params.path.is_empty() {
+                cmd = cmd.cwd(params.path.clone());
+            }
+            let out = cmd.output()?;
+            let clippy_hits = toolhost_scanners::parse_clippy_json(&out.stdout_str());
+            if !out.success() && clippy_hits.is_empty() {
+                toolhost_sdk::log::warn!(
+                    "cargo clippy failed (exit {:?}): {}",
+                    out.exit_code,
+                    out.stderr_str().lines().take(20).collect::<Vec<_>>().join("\n")
+                );
+            }
+            hits.extend(clippy_hits.into_iter().map(|mut h| {
+                h.path = h.path.map(|p| join(&params.path, &p));
+                h
+            }));
+            if out.success() || out.exit_code == Some(101) { "ran" } else { "failed" }
+        };
+
+        let hits = toolhost_scanners::dedup(hits);
+        let min = params.min_severity as u8;
+        let mut reported = 0;
+        for hit in hits.iter().filter(|h| h.severity as u8 >= min) {
+            report(hit.to_finding());
+            reported += 1;
+        }
+        Ok(Summary {
+            files_scanned,
+            clippy,
+            findings: reported,
+        })
+    }
+
+    fn activity(name: &str, input: &str) -> Result<String> {
+        match name {
+            "scan" => toolhost_sdk::activity::handle(input, scan),
+            other => Err(Error::msg(format!("unknown activity `{other}`"))),
+        }
+    }
+}
+
+/// Walks `/workspace` and scans every text file worth scanning.
+fn scan(input: ScanInput) -> Result<ScanOutput> {
+    let root = Path::new("/workspace");
+    let mut out = ScanOutput {
+        files_scanned: 0,
+        files_skipped: 0,
+        hits: Vec::new(),
+    };
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::msg(format!("cannot list {}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            let rel = path
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if kind.is_dir() {
+                if toolhost_scanners::should_scan(&format!("{rel}/x.rs")) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() || !toolhost_scanners::should_scan(&rel) {
+                continue;
+            }
+            let too_big = entry.metadata().map(|m| m.len() > input.max_file_bytes).unwrap_or(true);
+            let Ok(bytes) = (if too_big { Err(()) } else { std::fs::read(&path).map_err(|_| ()) })
+            else {
+                out.files_skipped += 1;
+                continue;
+            };
+            // Binary files are not text: skip them.
+            if bytes.contains(&0) {
+                out.files_skipped += 1;
+                continue;
+            }
+            out.files_scanned += 1;
+            out.hits.extend(toolhost_scanners::scan_text(&rel, &String::from_utf8_lossy(&bytes)));
+            if out.files_scanned % 500 == 0 {
+                progress(&serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn join(dir: &str, file: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() || dir == "." { file.to_string() } else { format!("{dir}/{file}") }
+}
+
+toolhost_sdk::export_workflow!(SecurityAssessment);
