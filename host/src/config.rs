@@ -93,9 +93,8 @@ impl HostConfig {
             .or_else(|| local.exists().then_some(local));
         match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!("cannot read host config `{}`", path.display())
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read host config `{}`", path.display()))?;
                 let base = path.parent().map(|p| {
                     if p.as_os_str().is_empty() {
                         Path::new(".")
@@ -151,7 +150,9 @@ impl HostConfig {
         self.work_dir.clone().unwrap_or_else(|| {
             // SAFETY-free and portable: per-user, so two users never share it.
             let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-            std::env::temp_dir().join(format!("toolhost-{user}")).join("work")
+            std::env::temp_dir()
+                .join(format!("toolhost-{user}"))
+                .join("work")
         })
     }
 }

@@ -58,7 +58,9 @@ impl FromStr for Severity {
             .into_iter()
             .find(|sev| sev.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown severity `{s}`; expected one of: info, low, medium, high, critical")
+                format!(
+                    "unknown severity `{s}`; expected one of: info, low, medium, high, critical"
+                )
             })
     }
 }
@@ -91,11 +93,7 @@ pub struct Finding {
 impl Finding {
     /// The fingerprint the host derives when a guest does not supply one:
     /// rule, location and message identify a finding.
-    pub fn derive_fingerprint(
-        rule_id: &str,
-        location: Option<&Location>,
-        message: &str,
-    ) -> String {
+    pub fn derive_fingerprint(rule_id: &str, location: Option<&Location>, message: &str) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(rule_id.as_bytes());

@@ -1,1 +1,254 @@
-pub fn placeholder() {}
+//! Test harness: builds the plugins and test components once per test
+//! process (a no-op when they are up to date), gives each test a private
+//! host config, toolbox, data and work directory, and runs workflows through
+//! the real host (library or `toolhost` binary).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use toolhost::config::HostConfig;
+use toolhost::engine::{LocalEngine, RunRecord, RunRequest, StartError};
+use toolhost::runtime::{EngineOptions, Runtime};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A fixture under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(repo());
+    c
+}
+
+fn checked(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds both wasm workspaces and the `toolhost` binary, once.
+fn build_all() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        for manifest in ["plugins/Cargo.toml", "tests/components/Cargo.toml"] {
+            checked(cargo().args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+                "target/wasm",
+                "--manifest-path",
+                manifest,
+            ]));
+        }
+        checked(cargo().args(["build", "--package", "toolhost", "--bin", "toolhost"]));
+    });
+}
+
+/// A built component (`hello`, `security_assessment`, `probe`, ...).
+pub fn component(name: &str) -> PathBuf {
+    build_all();
+    let p = repo()
+        .join("target/wasm/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+/// The `toolhost` binary of this build.
+pub fn toolhost_bin() -> PathBuf {
+    build_all();
+    let exe = if cfg!(windows) {
+        "toolhost.exe"
+    } else {
+        "toolhost"
+    };
+    repo().join("target/debug").join(exe)
+}
+
+/// Extra vertical for the probe: harmless system tools.
+const TEST_VERTICAL: &str = r#"
+[verticals.test]
+description = "test tools"
+[verticals.test.tools.sleep]
+command = "sleep"
+timeout_secs = 60
+[verticals.test.tools.sh]
+command = "sh"
+env = ["PATH", "PROBE_VAR"]
+timeout_secs = 30
+output_limit_mib = 1
+[verticals.test.tools.cat]
+command = "cat"
+[verticals.test.tools.true]
+command = "true"
+[verticals.test.tools.env]
+command = "env"
+"#;
+
+/// A private host: its own config file, toolbox, data and work directories.
+pub struct TestHost {
+    /// Holds every directory of this host.
+    pub dir: tempfile::TempDir,
+    /// The parsed config.
+    pub config: HostConfig,
+    /// The config file (for the CLI).
+    pub config_path: PathBuf,
+}
+
+impl TestHost {
+    /// A host whose toolbox holds `components`, with `limits` TOML lines added.
+    pub fn new(components: &[&str], limits: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toolbox = dir.path().join("toolbox");
+        std::fs::create_dir_all(&toolbox).expect("toolbox dir");
+        for name in components {
+            std::fs::copy(component(name), toolbox.join(format!("{name}.wasm"))).expect("copy");
+        }
+        let default = toolhost::config::DEFAULT_CONFIG;
+        let text = format!(
+            "toolbox = \"toolbox\"\ndata_dir = \"data\"\nwork_dir = \"work\"\n{}\n{TEST_VERTICAL}",
+            merge_limits(default, limits)
+        );
+        let config_path = dir.path().join("host.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = HostConfig::parse(&text, Some(dir.path())).expect("test config parses");
+        TestHost {
+            dir,
+            config,
+            config_path,
+        }
+    }
+
+    /// The toolbox directory.
+    pub fn toolbox(&self) -> PathBuf {
+        self.config.toolbox.clone()
+    }
+
+    /// Loads the toolbox and returns an engine over it.
+    pub async fn engine(&self) -> LocalEngine {
+        let runtime = Runtime::new(&EngineOptions::default()).expect("runtime");
+        let registry = toolhost::toolbox::load(&runtime, &self.config)
+            .await
+            .expect("toolbox loads");
+        LocalEngine::new(runtime, Arc::new(registry), self.config.clone())
+    }
+
+    /// The `toolhost` command with this host's config.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(toolhost_bin());
+        c.arg("--config").arg(&self.config_path);
+        c.env_remove("TOOLHOST_CONFIG");
+        c
+    }
+}
+
+/// Replaces the `[limits]` section of the default config with defaults plus `extra` lines.
+fn merge_limits(default: &str, extra: &str) -> String {
+    let mut out = String::new();
+    let mut in_limits = false;
+    for line in default.lines() {
+        if line.starts_with('[') {
+            in_limits = line.trim() == "[limits]";
+            if in_limits {
+                out.push_str("[limits]\n");
+                out.push_str(extra);
+                out.push('\n');
+                continue;
+            }
+        }
+        if in_limits || line.starts_with("toolbox") || line.starts_with("data_dir") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A run request with defaults.
+pub fn request(workflow: &str, target: &Path, params: Value) -> RunRequest {
+    RunRequest {
+        workflow: workflow.into(),
+        target: target.to_path_buf(),
+        params,
+        run_id: None,
+        workflow_start_ms: None,
+        cancel: CancellationToken::new(),
+        observer: None,
+        keep_workspace: false,
+        timeout_secs: None,
+    }
+}
+
+/// Runs `workflow` and returns the record; panics when it cannot start.
+pub async fn run(engine: &LocalEngine, workflow: &str, target: &Path, params: Value) -> RunRecord {
+    try_run(engine, workflow, target, params)
+        .await
+        .unwrap_or_else(|e| panic!("run of {workflow} could not start: {e}"))
+}
+
+/// Runs `workflow`, returning the start error if any.
+pub async fn try_run(
+    engine: &LocalEngine,
+    workflow: &str,
+    target: &Path,
+    params: Value,
+) -> Result<RunRecord, StartError> {
+    engine.run(request(workflow, target, params)).await
+}
+
+/// Runs the probe with `actions` against an empty target; returns the record
+/// and its `results` array.
+pub async fn probe(engine: &LocalEngine, target: &Path, actions: Value) -> (RunRecord, Vec<Value>) {
+    let record = run(
+        engine,
+        "probe",
+        target,
+        serde_json::json!({ "actions": actions }),
+    )
+    .await;
+    let results = record
+        .summary
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    (record, results)
+}
+
+/// The official SARIF 2.1.0 schema.
+pub fn sarif_schema() -> Value {
+    let path = repo().join("../shared/schemas/sarif-schema-2.1.0.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
+/// Asserts `doc` is valid SARIF 2.1.0.
+pub fn assert_valid_sarif(doc: &Value) {
+    let errors = toolhost::report::sarif::schema_errors(&sarif_schema(), doc);
+    assert!(
+        errors.is_empty(),
+        "SARIF is invalid:\n{}",
+        errors.join("\n")
+    );
+}

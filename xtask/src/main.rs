@@ -1,1 +1,214 @@
-fn main() {}
+//! `cargo xtask <verb>`: every repeated chore of this repository, so the
+//! README stays two commands. Installs what it needs when it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  demo                    build the plugins and scan the sample crate (tests/fixtures/vulnerable_crate)
+  test                    install missing tools, build everything once, run every test
+  build-plugins           build plugins/ for wasm32-wasip2 into toolbox/
+  build-test-components   build tests/components/ into target/test-toolbox/
+  setup                   install the rust targets and cargo-component when missing
+  lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces";
+
+/// Plugins copied into `toolbox/`.
+const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment"];
+/// Test components copied into `target/test-toolbox/`.
+const TEST_COMPONENTS: &[&str] = &["probe"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("build-plugins") => setup_targets().and_then(|()| build_plugins()),
+        Some("build-test-components") => setup_targets().and_then(|()| build_test_components()),
+        Some("setup") => setup(),
+        Some("lint") => lint(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Rust targets: wasm32-wasip2 (plain cargo) and wasm32-wasip1 (cargo component).
+fn setup_targets() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the wasm targets")?;
+    for target in ["wasm32-wasip2", "wasm32-wasip1"] {
+        if !installed.lines().any(|l| l.trim() == target) {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    setup_targets()?;
+    let has_component = Command::new("cargo")
+        .args(["component", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_component {
+        run(cargo().args(["install", "--locked", "cargo-component@0.21.1"]))?;
+    }
+    Ok(())
+}
+
+fn build_wasm_workspace(manifest: &str, crates: &[&str], dest: &Path) -> Result<()> {
+    let root = root();
+    run(cargo().args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+        manifest,
+        "--target-dir",
+        "target/wasm",
+    ]))?;
+    std::fs::create_dir_all(dest)?;
+    for name in crates {
+        let built = root
+            .join("target/wasm/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        let tmp = dest.join(format!(".{name}.wasm.tmp"));
+        let fin = dest.join(format!("{name}.wasm"));
+        // Copy under a hidden name, then rename: a watching host never sees half a file.
+        std::fs::copy(&built, &tmp).with_context(|| format!("cannot copy {}", built.display()))?;
+        std::fs::rename(&tmp, &fin)?;
+        eprintln!("xtask: {} -> {}", name, fin.display());
+    }
+    Ok(())
+}
+
+fn build_plugins() -> Result<()> {
+    build_wasm_workspace("plugins/Cargo.toml", PLUGINS, &root().join("toolbox"))
+}
+
+fn build_test_components() -> Result<()> {
+    build_wasm_workspace(
+        "tests/components/Cargo.toml",
+        TEST_COMPONENTS,
+        &root().join("target/test-toolbox"),
+    )
+}
+
+fn demo() -> Result<()> {
+    setup_targets()?;
+    build_plugins()?;
+    run(cargo().args(["build", "--package", "toolhost", "--bin", "toolhost"]))?;
+    let bin = root().join("target/debug/toolhost");
+    println!("\n$ toolhost workflows");
+    run(Command::new(&bin).current_dir(root()).arg("workflows"))?;
+    println!("\n$ toolhost run security_assessment --target tests/fixtures/vulnerable_crate");
+    let status = Command::new(&bin)
+        .current_dir(root())
+        .args([
+            "run",
+            "security_assessment",
+            "--target",
+            "tests/fixtures/vulnerable_crate",
+            "--sarif",
+            "target/demo.sarif",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the demo run failed ({status})");
+    }
+    println!("\nSARIF written to target/demo.sarif");
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup()?;
+    build_plugins()?;
+    build_test_components()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The shared scanners are plain Rust: test them natively.
+    run(cargo().args([
+        "test",
+        "--manifest-path",
+        "plugins/Cargo.toml",
+        "--package",
+        "toolhost-scanners",
+        "--target-dir",
+        "target/plugins-native",
+    ]))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).args(extra);
+    run(&mut cmd)
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    for manifest in ["plugins/Cargo.toml", "tests/components/Cargo.toml"] {
+        run(cargo().args([
+            "clippy",
+            "--manifest-path",
+            manifest,
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+            "target/wasm",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
+}

@@ -9,10 +9,15 @@ use crate::runtime::state::{CodeKind, new_store};
 const MAX_INPUT: usize = 16 << 20;
 
 impl Host for GuestState {
-    async fn call(&mut self, name: String, input_json: String) -> anyhow::Result<Result<String, String>> {
+    async fn call(
+        &mut self,
+        name: String,
+        input_json: String,
+    ) -> anyhow::Result<Result<String, String>> {
         if self.kind != CodeKind::Workflow {
             return Ok(Err(
-                "activities can only be started from workflow code (`run`), not from an activity".into(),
+                "activities can only be started from workflow code (`run`), not from an activity"
+                    .into(),
             ));
         }
         if input_json.len() > MAX_INPUT {
@@ -22,7 +27,8 @@ impl Host for GuestState {
             )));
         }
         let run = self.run.clone();
-        run.journal.host_log("debug", &format!("activity `{name}` started"));
+        run.journal
+            .host_log("debug", &format!("activity `{name}` started"));
         let started = std::time::Instant::now();
         let mut store = new_store(run.clone(), CodeKind::Activity)?;
         let instance = run.pre.instantiate_async(&mut store).await?;
@@ -31,17 +37,19 @@ impl Host for GuestState {
         let result = instance
             .call_activity(&mut store, &name, &input_json)
             .await
-            .map_err(|e| {
-                match store.data().limiter.exceeded.clone() {
-                    Some(limit) => anyhow::anyhow!("activity `{name}`: {limit}"),
-                    None => anyhow::anyhow!("activity `{name}` trapped: {e:#}"),
-                }
+            .map_err(|e| match store.data().limiter.exceeded.clone() {
+                Some(limit) => anyhow::anyhow!("activity `{name}`: {limit}"),
+                None => anyhow::anyhow!("activity `{name}` trapped: {e:#}"),
             })?;
         run.journal.host_log(
             "debug",
             &format!(
                 "activity `{name}` {} in {} ms",
-                if result.is_ok() { "completed" } else { "failed" },
+                if result.is_ok() {
+                    "completed"
+                } else {
+                    "failed"
+                },
                 started.elapsed().as_millis()
             ),
         );

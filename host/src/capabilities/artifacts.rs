@@ -31,9 +31,10 @@ impl GuestState {
         std::fs::create_dir_all(&self.run.artifacts_dir)
             .and_then(|()| std::fs::write(self.run.artifacts_dir.join(name), contents))
             .map_err(|e| format!("cannot store artifact `{name}`: {e}"))?;
-        self.run
-            .journal
-            .host_log("info", &format!("stored artifact `{name}` ({} bytes)", contents.len()));
+        self.run.journal.host_log(
+            "info",
+            &format!("stored artifact `{name}` ({} bytes)", contents.len()),
+        );
         Ok(())
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::manifest::{Finding, Location};
 use crate::runtime::GuestState;
-use crate::runtime::bindings::toolhost::workflow::findings::Host;
 use crate::runtime::bindings::WitFinding;
+use crate::runtime::bindings::toolhost::workflow::findings::Host;
 
 const MAX_ID: usize = 256;
 const MAX_TITLE: usize = 1024;

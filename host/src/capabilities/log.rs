@@ -10,7 +10,9 @@ const MAX_LINE: usize = 64 * 1024;
 impl Host for GuestState {
     async fn emit(&mut self, level: Level, message: String) -> anyhow::Result<()> {
         let message = super::findings::clip(message, MAX_LINE);
-        self.run.journal.guest_log(level.as_str(), "guest", &message)?;
+        self.run
+            .journal
+            .guest_log(level.as_str(), "guest", &message)?;
         Ok(())
     }
 }

@@ -11,7 +11,10 @@ impl Host for GuestState {
         if stats_json.len() > MAX_STATS {
             self.run.journal.host_log(
                 "warn",
-                &format!("progress update of {} bytes ignored (limit {MAX_STATS})", stats_json.len()),
+                &format!(
+                    "progress update of {} bytes ignored (limit {MAX_STATS})",
+                    stats_json.len()
+                ),
             );
             return Ok(());
         }

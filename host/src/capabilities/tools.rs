@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::runtime::GuestState;
-use crate::runtime::bindings::toolhost::workflow::tools::{Host, RunOptions, ToolError, ToolOutput};
+use crate::runtime::bindings::toolhost::workflow::tools::{
+    Host, RunOptions, ToolError, ToolOutput,
+};
 use crate::sandbox::process::{ProcessError, ProcessSpec, run_process};
 
 /// Most arguments one call may pass.
@@ -41,7 +43,11 @@ pub async fn run_tool(
 
     let request_bytes: usize = args.iter().map(String::len).sum::<usize>()
         + options.stdin.as_ref().map_or(0, Vec::len)
-        + options.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + options
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     if args.len() > MAX_ARGS || request_bytes > MAX_REQUEST_BYTES {
         return Err(ToolError::NotPermitted(format!(
             "request too large: {} arguments, {request_bytes} bytes (limits: {MAX_ARGS} arguments, {MAX_REQUEST_BYTES} bytes)",
@@ -49,7 +55,9 @@ pub async fn run_tool(
         )));
     }
     if args.iter().any(|a| a.contains('\0')) {
-        return Err(ToolError::NotPermitted("an argument contains a NUL byte".into()));
+        return Err(ToolError::NotPermitted(
+            "an argument contains a NUL byte".into(),
+        ));
     }
 
     let cwd_rel = options.cwd.clone().unwrap_or_default();
@@ -137,11 +145,17 @@ pub async fn run_tool(
         }),
         Err(ProcessError::TimedOut(_)) => Err(ToolError::TimedOut),
         Err(ProcessError::Stopped) => match run.stop.reason() {
-            Some(crate::capabilities::StopReason::DeadlineExceeded { .. }) => Err(ToolError::TimedOut),
+            Some(crate::capabilities::StopReason::DeadlineExceeded { .. }) => {
+                Err(ToolError::TimedOut)
+            }
             _ => Err(ToolError::Cancelled),
         },
-        Err(ProcessError::Spawn { program, source }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(ToolError::NotFound(format!("`{program}` no longer exists on this host")))
+        Err(ProcessError::Spawn { program, source })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(ToolError::NotFound(format!(
+                "`{program}` no longer exists on this host"
+            )))
         }
         Err(e) => Err(ToolError::Failed(e.to_string())),
     }

@@ -13,9 +13,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
 use crate::runtime::GuestState;
-use crate::runtime::bindings::toolhost::workflow::workspace::{
-    DirEntry, EntryKind, FsError, Host,
-};
+use crate::runtime::bindings::toolhost::workflow::workspace::{DirEntry, EntryKind, FsError, Host};
 
 /// Longest accepted workspace path, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
@@ -71,7 +69,9 @@ impl Workspace {
     pub fn write(&self, path: &str, contents: &[u8]) -> Result<(), FsError> {
         let rel = checked_path(path)?;
         if rel.as_os_str().is_empty() {
-            return Err(FsError::InvalidPath("cannot write to the workspace root".into()));
+            return Err(FsError::InvalidPath(
+                "cannot write to the workspace root".into(),
+            ));
         }
         self.charge_write(contents.len() as u64)?;
         if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -159,7 +159,11 @@ impl Workspace {
         }
         // cap-std followed any symlinks without leaving the root; resolve the
         // same way on the host and check it again.
-        let host = self.root.join(&rel).canonicalize().map_err(|e| io_error(path, e))?;
+        let host = self
+            .root
+            .join(&rel)
+            .canonicalize()
+            .map_err(|e| io_error(path, e))?;
         let root = self.root.canonicalize().map_err(|e| io_error(path, e))?;
         if !host.starts_with(&root) {
             return Err(FsError::InvalidPath(format!(
@@ -230,7 +234,11 @@ impl Host for GuestState {
         Ok(self.run.workspace.read(&path))
     }
 
-    async fn write(&mut self, path: String, contents: Vec<u8>) -> anyhow::Result<Result<(), FsError>> {
+    async fn write(
+        &mut self,
+        path: String,
+        contents: Vec<u8>,
+    ) -> anyhow::Result<Result<(), FsError>> {
         Ok(self.run.workspace.write(&path, &contents))
     }
 
@@ -263,10 +271,19 @@ mod tests {
     fn lexical_checks_reject_escapes() {
         assert!(checked_path("src/../a").is_ok());
         assert!(matches!(checked_path("../x"), Err(FsError::InvalidPath(_))));
-        assert!(matches!(checked_path("src/../../x"), Err(FsError::InvalidPath(_))));
-        assert!(matches!(checked_path("/etc/passwd"), Err(FsError::InvalidPath(_))));
+        assert!(matches!(
+            checked_path("src/../../x"),
+            Err(FsError::InvalidPath(_))
+        ));
+        assert!(matches!(
+            checked_path("/etc/passwd"),
+            Err(FsError::InvalidPath(_))
+        ));
         assert!(matches!(checked_path("a\0b"), Err(FsError::InvalidPath(_))));
-        assert!(matches!(checked_path(&"a/".repeat(3000)), Err(FsError::InvalidPath(_))));
+        assert!(matches!(
+            checked_path(&"a/".repeat(3000)),
+            Err(FsError::InvalidPath(_))
+        ));
         assert_eq!(checked_path(".").unwrap(), PathBuf::new());
     }
 
@@ -276,7 +293,12 @@ mod tests {
         assert_eq!(ws.read("src/a.rs").unwrap(), b"fn a() {}");
         ws.write("out/report.txt", b"ok").unwrap();
         assert!(ws.exists("out/report.txt").unwrap());
-        let all: Vec<_> = ws.list("", true).unwrap().into_iter().map(|e| e.path).collect();
+        let all: Vec<_> = ws
+            .list("", true)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert_eq!(all, ["out", "out/report.txt", "src", "src/a.rs"]);
         assert!(matches!(ws.read("nope"), Err(FsError::NotFound(_))));
     }
@@ -286,9 +308,16 @@ mod tests {
         let (d, ws) = ws();
         std::os::unix::fs::symlink("/etc", d.path().join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", d.path().join("host")).unwrap();
-        assert!(matches!(ws.read("etc/hostname"), Err(FsError::InvalidPath(_))), "{:?}", ws.read("etc/hostname"));
+        assert!(
+            matches!(ws.read("etc/hostname"), Err(FsError::InvalidPath(_))),
+            "{:?}",
+            ws.read("etc/hostname")
+        );
         assert!(matches!(ws.read("host"), Err(FsError::InvalidPath(_))));
-        assert!(matches!(ws.write("etc/evil", b"x"), Err(FsError::InvalidPath(_))));
+        assert!(matches!(
+            ws.write("etc/evil", b"x"),
+            Err(FsError::InvalidPath(_))
+        ));
         assert!(matches!(ws.host_dir("etc"), Err(FsError::InvalidPath(_))));
     }
 
@@ -296,6 +325,9 @@ mod tests {
     fn write_quota_is_enforced() {
         let (_d, ws) = ws();
         ws.write("a", vec![0u8; 700 << 10]).unwrap();
-        assert!(matches!(ws.write("b", vec![0u8; 700 << 10]), Err(FsError::QuotaExceeded(_))));
+        assert!(matches!(
+            ws.write("b", vec![0u8; 700 << 10]),
+            Err(FsError::QuotaExceeded(_))
+        ));
     }
 }

@@ -96,15 +96,24 @@ pub(super) async fn workflows(g: &GlobalArgs, args: WorkflowsArgs) -> anyhow::Re
                 w.info.name.clone(),
                 w.info.version.clone(),
                 w.info.vertical.clone(),
-                if w.info.tools.is_empty() { "-".into() } else { w.info.tools.join(",") },
+                if w.info.tools.is_empty() {
+                    "-".into()
+                } else {
+                    w.info.tools.join(",")
+                },
                 w.info.description.clone(),
             ]
         })
         .collect();
     if rows.is_empty() {
-        println!("no workflows in the toolbox; build some with `cargo xtask build-plugins` or `toolhost new`");
+        println!(
+            "no workflows in the toolbox; build some with `cargo xtask build-plugins` or `toolhost new`"
+        );
     } else {
-        print_table(&["NAME", "VERSION", "VERTICAL", "TOOLS", "DESCRIPTION"], &rows);
+        print_table(
+            &["NAME", "VERSION", "VERTICAL", "TOOLS", "DESCRIPTION"],
+            &rows,
+        );
     }
     for r in registry.rejections() {
         println!("rejected {}: {}", r.path.display(), r.reason);
@@ -141,7 +150,11 @@ pub(super) async fn describe(g: &GlobalArgs, args: DescribeArgs) -> anyhow::Resu
     let Some(wf) = registry.get(&args.workflow) else {
         return Err(CliError::new(
             exit::USAGE,
-            format!("no workflow named `{}`; available: {}", args.workflow, registry.names()),
+            format!(
+                "no workflow named `{}`; available: {}",
+                args.workflow,
+                registry.names()
+            ),
         ));
     };
     if args.json {
@@ -153,8 +166,22 @@ pub(super) async fn describe(g: &GlobalArgs, args: DescribeArgs) -> anyhow::Resu
     if !i.description.is_empty() {
         println!("  {}", i.description);
     }
-    println!("tools:   {}", if i.tools.is_empty() { "(none)".into() } else { i.tools.join(", ") });
-    println!("tags:    {}", if i.tags.is_empty() { "(none)".into() } else { i.tags.join(", ") });
+    println!(
+        "tools:   {}",
+        if i.tools.is_empty() {
+            "(none)".into()
+        } else {
+            i.tools.join(", ")
+        }
+    );
+    println!(
+        "tags:    {}",
+        if i.tags.is_empty() {
+            "(none)".into()
+        } else {
+            i.tags.join(", ")
+        }
+    );
     println!("timeout: {} s", i.timeout_secs);
     println!("sha256:  {}", wf.digest);
     println!("file:    {}", wf.path.display());
@@ -218,14 +245,23 @@ pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Resu
     match crate::toolbox::validate::load_component(&runtime, &config, &args.file).await {
         Ok(wf) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&json!({"valid": true, "workflow": info_json(&wf)}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"valid": true, "workflow": info_json(&wf)})
+                    )?
+                );
             } else {
                 println!(
                     "ok: {} {} (vertical {}, tools: {}), sha256 {}",
                     wf.info.name,
                     wf.info.version,
                     wf.info.vertical,
-                    if wf.info.tools.is_empty() { "none".into() } else { wf.info.tools.join(", ") },
+                    if wf.info.tools.is_empty() {
+                        "none".into()
+                    } else {
+                        wf.info.tools.join(", ")
+                    },
                     wf.digest
                 );
             }
@@ -233,7 +269,12 @@ pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Resu
         }
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&json!({"valid": false, "reason": format!("{e:#}")}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"valid": false, "reason": format!("{e:#}")})
+                    )?
+                );
                 Ok(exit::INVALID_COMPONENT)
             } else {
                 Err(CliError::new(
@@ -254,7 +295,12 @@ pub(super) fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8>
         FindingsFormat::Json => println!("{}", serde_json::to_string_pretty(&record.findings)?),
         FindingsFormat::Sarif => print!("{}", String::from_utf8_lossy(&record.sarif_bytes())),
         FindingsFormat::Table => {
-            println!("{} {} ({})", record.run_id, record.status.as_str(), record.workflow);
+            println!(
+                "{} {} ({})",
+                record.run_id,
+                record.status.as_str(),
+                record.workflow
+            );
             if !record.findings.is_empty() {
                 let color = std::io::stdout().is_terminal();
                 write_findings_table(&record.findings, &mut std::io::stdout().lock(), color)?;

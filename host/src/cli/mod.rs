@@ -100,7 +100,10 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -121,7 +124,12 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Findings(args) => inspect::findings(&g, args),
         Command::New(args) => new::new(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "toolhost", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "toolhost",
+                &mut std::io::stdout(),
+            );
             Ok(exit::OK)
         }
     };

@@ -32,11 +32,20 @@ pub struct NewArgs {
 pub(super) fn new(args: NewArgs) -> anyhow::Result<u8> {
     crate::manifest::check_name("workflow", &args.name).map_err(anyhow::Error::msg)?;
     if args.name.contains('-') {
-        bail!("use `_` instead of `-` in workflow names (`{}`)", args.name.replace('-', "_"));
+        bail!(
+            "use `_` instead of `-` in workflow names (`{}`)",
+            args.name.replace('-', "_")
+        );
     }
-    let dir = args.path.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists() {
-        bail!("`{}` already exists; choose another name or --path", dir.display());
+        bail!(
+            "`{}` already exists; choose another name or --path",
+            dir.display()
+        );
     }
     let sdk = match args.sdk {
         Some(p) => p,
@@ -49,7 +58,11 @@ pub(super) fn new(args: NewArgs) -> anyhow::Result<u8> {
         )
     })?;
     write_crate(&dir, &args.name, &args.vertical, &sdk)?;
-    println!("created workflow crate `{}` in {}", args.name, dir.display());
+    println!(
+        "created workflow crate `{}` in {}",
+        args.name,
+        dir.display()
+    );
     println!("next:");
     println!("  cd {} && cargo component build --release", dir.display());
     println!(

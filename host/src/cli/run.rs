@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// Keep the run workspace after the run, for debugging.
     #[arg(long)]
     keep_workspace: bool,
+    /// Stop the run after this many seconds (never more than the workflow's own timeout).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
 }
 
 pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
@@ -80,30 +83,39 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
             .to_string(),
         ));
     };
-    let file = match &args.params_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read params file `{}`", path.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| {
-                format!("params file `{}` is not valid JSON", path.display())
-            })?)
-        }
-        None => None,
-    };
+    let file =
+        match &args.params_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read params file `{}`", path.display()))?;
+                Some(serde_json::from_str(&text).with_context(|| {
+                    format!("params file `{}` is not valid JSON", path.display())
+                })?)
+            }
+            None => None,
+        };
     let params = params::build(file, &args.params, &wf.info.parameters_schema)
         .map_err(|e| CliError::new(exit::USAGE, e))?;
 
     let engine = LocalEngine::new(runtime, Arc::new(registry), config);
-    engine
-        .check_params(&args.workflow, &params)
-        .map_err(|e| CliError::new(exit::USAGE, format!("{e}\n(`toolhost describe {}` lists the parameters)", args.workflow)))?;
+    engine.check_params(&args.workflow, &params).map_err(|e| {
+        CliError::new(
+            exit::USAGE,
+            format!(
+                "{e}\n(`toolhost describe {}` lists the parameters)",
+                args.workflow
+            ),
+        )
+    })?;
 
     let cancel = CancellationToken::new();
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ncancelling: stopping tools and writing the run record (Ctrl-C again to force)");
+                eprintln!(
+                    "\ncancelling: stopping tools and writing the run record (Ctrl-C again to force)"
+                );
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(i32::from(exit::CANCELLED));
@@ -130,6 +142,7 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
             cancel,
             observer,
             keep_workspace: args.keep_workspace,
+            timeout_secs: args.timeout,
         })
         .await;
     if let Some(bar) = &spinner {

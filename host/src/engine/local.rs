@@ -43,6 +43,8 @@ pub struct RunRequest {
     pub observer: Option<Observer>,
     /// Keep the workspace after the run (for debugging).
     pub keep_workspace: bool,
+    /// Lower the workflow's own timeout for this run, in seconds.
+    pub timeout_secs: Option<u64>,
 }
 
 /// Runs workflows from a registry, in this process.
@@ -85,10 +87,12 @@ impl LocalEngine {
     }
 
     fn lookup(&self, name: &str) -> Result<Arc<crate::toolbox::LoadedWorkflow>, StartError> {
-        self.registry.get(name).ok_or_else(|| StartError::UnknownWorkflow {
-            name: name.to_string(),
-            available: self.registry.names(),
-        })
+        self.registry
+            .get(name)
+            .ok_or_else(|| StartError::UnknownWorkflow {
+                name: name.to_string(),
+                available: self.registry.names(),
+            })
     }
 
     /// Runs a workflow to the end and returns its record (also saved under
@@ -176,7 +180,10 @@ impl LocalEngine {
                 clock: WorkflowClock::new(&run_id, workflow_start_ms),
             });
 
-            let timeout_secs = u64::from(wf.info.timeout_secs).min(self.config.limits.max_timeout_secs);
+            let timeout_secs = u64::from(wf.info.timeout_secs)
+                .min(self.config.limits.max_timeout_secs)
+                .min(req.timeout_secs.unwrap_or(u64::MAX))
+                .max(1);
             let watchdog = {
                 let ctx = ctx.clone();
                 let cancel = req.cancel.clone();
@@ -308,6 +315,7 @@ pub fn explain_trap(e: &anyhow::Error) -> String {
                     .to_string()
             }
             wasmtime::Trap::OutOfFuel => "guest ran out of fuel (`limits.fuel`)".to_string(),
+            wasmtime::Trap::MemoryOutOfBounds => "guest accessed memory out of bounds (in Rust guests usually an overflow of the stack kept in linear memory: unbounded recursion?)".to_string(),
             other => format!("{other}"),
         };
     }

@@ -31,7 +31,9 @@ pub fn build(file: Option<Value>, pairs: &[String], schema: &Value) -> Result<Va
             .cloned();
         let wants_string = match &declared {
             Some(Value::String(t)) => t == "string",
-            Some(Value::Array(ts)) => ts.iter().any(|t| t == "string") && serde_json::from_str::<Value>(raw).is_err(),
+            Some(Value::Array(ts)) => {
+                ts.iter().any(|t| t == "string") && serde_json::from_str::<Value>(raw).is_err()
+            }
             _ => false,
         };
         let value = if wants_string {
@@ -61,14 +63,18 @@ fn escape_pointer(key: &str) -> String {
 /// Validates `params` against the compiled schema; each error names the
 /// offending parameter and what was expected.
 pub fn validate(validator: &jsonschema::Validator, params: &Value) -> Result<(), Vec<String>> {
-    let size = serde_json::to_vec(params).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(params)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_PARAMS_BYTES {
         return Err(vec![format!(
             "parameters are {size} bytes; the limit is {MAX_PARAMS_BYTES}: pass large inputs as files in the target"
         )]);
     }
     if depth(params) > MAX_DEPTH {
-        return Err(vec![format!("parameters are nested deeper than {MAX_DEPTH} levels")]);
+        return Err(vec![format!(
+            "parameters are nested deeper than {MAX_DEPTH} levels"
+        )]);
     }
     let errors: Vec<String> = validator
         .iter_errors(params)
@@ -81,7 +87,11 @@ pub fn validate(validator: &jsonschema::Validator, params: &Value) -> Result<(),
             }
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn depth(v: &Value) -> usize {
@@ -114,7 +124,12 @@ mod tests {
 
     #[test]
     fn pairs_are_typed_by_the_schema() {
-        let p = build(None, &["name=42".into(), "jobs=3".into(), "deep=true".into()], &schema()).unwrap();
+        let p = build(
+            None,
+            &["name=42".into(), "jobs=3".into(), "deep=true".into()],
+            &schema(),
+        )
+        .unwrap();
         assert_eq!(p, json!({"name": "42", "jobs": 3, "deep": true}));
         let err = build(None, &["jobs=three".into()], &schema()).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
@@ -127,7 +142,10 @@ mod tests {
     fn validation_names_the_parameter() {
         let v = jsonschema::validator_for(&schema()).unwrap();
         let errs = validate(&v, &json!({"jobs": 0, "extra": 1})).unwrap_err();
-        assert!(errs.iter().any(|e| e.starts_with("parameter `jobs`")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("parameter `jobs`")),
+            "{errs:?}"
+        );
         assert!(errs.iter().any(|e| e.contains("extra")), "{errs:?}");
         assert!(validate(&v, &json!({"jobs": 2})).is_ok());
     }

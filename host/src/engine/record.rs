@@ -120,7 +120,10 @@ impl RunRecord {
     /// Writes `result.json` and `findings.sarif`.
     pub fn save(&self, store: &dyn BlobStore) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
-        store.put(&Self::key(&self.run_id, "findings.sarif"), &self.sarif_bytes())?;
+        store.put(
+            &Self::key(&self.run_id, "findings.sarif"),
+            &self.sarif_bytes(),
+        )?;
         store.put(&Self::key(&self.run_id, "result.json"), &json)
     }
 

@@ -74,9 +74,10 @@ pub fn copy_target(src: &Path, dst: &Path) -> Result<CopyReport> {
                 ));
             }
         } else {
-            report
-                .skipped
-                .push(format!("{}: not a regular file, directory or symlink", rel.display()));
+            report.skipped.push(format!(
+                "{}: not a regular file, directory or symlink",
+                rel.display()
+            ));
         }
     }
     Ok(report)
@@ -90,7 +91,11 @@ fn link_stays_inside(rel: &Path, link: &Path) -> bool {
     }
     let mut stack: Vec<PathBuf> = rel
         .parent()
-        .map(|p| p.components().map(|c| PathBuf::from(c.as_os_str())).collect())
+        .map(|p| {
+            p.components()
+                .map(|c| PathBuf::from(c.as_os_str()))
+                .collect()
+        })
         .unwrap_or_default();
     for comp in link.components() {
         match comp {

@@ -26,8 +26,8 @@ impl WorkflowClock {
     pub fn new(run_id: &str, start_ms: u64) -> Self {
         let seed = seed_for(run_id, "monotonic");
         // Keep the origin far from overflow but distinct per run.
-        let monotonic_base = (u64::from_le_bytes(seed[..8].try_into().unwrap_or([0; 8])) >> 4)
-            % (1 << 50);
+        let monotonic_base =
+            (u64::from_le_bytes(seed[..8].try_into().unwrap_or([0; 8])) >> 4) % (1 << 50);
         WorkflowClock {
             start_ms,
             elapsed_ns: Arc::new(AtomicU64::new(0)),

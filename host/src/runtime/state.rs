@@ -152,8 +152,15 @@ impl LineWriter {
             return Err(std::io::Error::other("run output quota exceeded"));
         }
         let text = String::from_utf8_lossy(line);
-        let level = if self.source == "stderr" { "warn" } else { "info" };
-        if let Err(e) = self.journal.guest_log(level, self.source, text.trim_end_matches('\r')) {
+        let level = if self.source == "stderr" {
+            "warn"
+        } else {
+            "info"
+        };
+        if let Err(e) = self
+            .journal
+            .guest_log(level, self.source, text.trim_end_matches('\r'))
+        {
             self.over_quota = true;
             return Err(std::io::Error::other(e.to_string()));
         }

@@ -155,7 +155,11 @@ pub struct ToolGrant {
 
 impl ToolGrant {
     /// The grant for a workflow of `vertical` that declared `declared`.
-    pub fn new(vertical: &str, offered: BTreeMap<String, ResolvedTool>, declared: &[String]) -> Self {
+    pub fn new(
+        vertical: &str,
+        offered: BTreeMap<String, ResolvedTool>,
+        declared: &[String],
+    ) -> Self {
         ToolGrant {
             vertical: vertical.to_string(),
             offered,
@@ -183,7 +187,11 @@ impl ToolGrant {
 
 fn list_or_none<'a>(items: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = items.map(String::as_str).collect();
-    if v.is_empty() { "(none)".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +213,10 @@ mod tests {
     #[test]
     fn grant_is_the_intersection() {
         let offered = BTreeMap::from([
-            ("true".to_string(), ResolvedTool::resolve("true", &tool("true"))),
+            (
+                "true".to_string(),
+                ResolvedTool::resolve("true", &tool("true")),
+            ),
             ("ls".to_string(), ResolvedTool::resolve("ls", &tool("ls"))),
         ]);
         let grant = ToolGrant::new("rust", offered, &["true".into(), "cargo".into()]);
@@ -213,7 +224,10 @@ mod tests {
         let e = grant.check("ls").unwrap_err();
         assert!(e.contains("did not declare tool `ls`"), "{e}");
         let e = grant.check("cargo").unwrap_err();
-        assert!(e.contains("not offered by vertical `rust`") && e.contains("ls, true"), "{e}");
+        assert!(
+            e.contains("not offered by vertical `rust`") && e.contains("ls, true"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -222,7 +236,11 @@ mod tests {
         assert!(t.program.as_ref().unwrap().is_absolute());
         let foo = t.base_env.iter().find(|(k, _)| k == "FOO").unwrap();
         assert!(foo.1.ends_with("/x") && !foo.1.starts_with('~'));
-        assert!(find_program("definitely-not-a-tool-xyz").unwrap_err().contains("PATH"));
+        assert!(
+            find_program("definitely-not-a-tool-xyz")
+                .unwrap_err()
+                .contains("PATH")
+        );
         assert!(find_program("./rel").is_err());
     }
 }

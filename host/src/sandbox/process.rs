@@ -210,9 +210,12 @@ mod tests {
 
     #[tokio::test]
     async fn captures_exit_code_and_output() {
-        let out = run_process(&spec("sh", &["-c", "echo hi; echo err >&2; exit 3"]), std::future::pending())
-            .await
-            .unwrap();
+        let out = run_process(
+            &spec("sh", &["-c", "echo hi; echo err >&2; exit 3"]),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit_code, Some(3));
         assert_eq!(out.stdout, b"hi\n");
         assert_eq!(out.stderr, b"err\n");
@@ -222,15 +225,20 @@ mod tests {
     #[tokio::test]
     async fn environment_is_cleared() {
         // SAFETY-free: set_var is only unsafe with concurrent readers; read it back via the tool.
-        let out = run_process(&spec("env", &[]), std::future::pending()).await.unwrap();
+        let out = run_process(&spec("env", &[]), std::future::pending())
+            .await
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "PATH=/usr/bin:/bin\n");
     }
 
     #[tokio::test]
     async fn flood_is_capped_without_blocking() {
-        let out = run_process(&spec("sh", &["-c", "head -c 5000000 /dev/zero"]), std::future::pending())
-            .await
-            .unwrap();
+        let out = run_process(
+            &spec("sh", &["-c", "head -c 5000000 /dev/zero"]),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.stdout.len(), 1024);
         assert!(out.truncated);
         assert_eq!(out.bytes_written, 5_000_000);

@@ -101,10 +101,16 @@ mod tests {
         s.put("runs/b/log.jsonl", b"x").unwrap();
         assert_eq!(s.get("runs/a/result.json").unwrap(), b"{}");
         assert!(s.exists("runs/b/log.jsonl").unwrap());
-        assert_eq!(s.list("runs/").unwrap(), ["runs/a/result.json", "runs/b/log.jsonl"]);
+        assert_eq!(
+            s.list("runs/").unwrap(),
+            ["runs/a/result.json", "runs/b/log.jsonl"]
+        );
         assert!(matches!(s.get("runs/c"), Err(StoreError::NotFound(_))));
         for bad in ["", "/abs", "a/../b", "a//b", "a\\b"] {
-            assert!(matches!(s.put(bad, b""), Err(StoreError::InvalidKey(_))), "{bad}");
+            assert!(
+                matches!(s.put(bad, b""), Err(StoreError::InvalidKey(_))),
+                "{bad}"
+            );
         }
     }
 }

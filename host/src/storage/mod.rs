@@ -15,10 +15,7 @@ pub enum StoreError {
     #[error("blob `{0}` does not exist")]
     NotFound(String),
     #[error("blob store I/O error on `{key}`: {source}")]
-    Io {
-        key: String,
-        source: std::io::Error,
-    },
+    Io { key: String, source: std::io::Error },
 }
 
 /// A content store addressed by key.
@@ -39,7 +36,9 @@ pub fn check_key(key: &str) -> Result<(), StoreError> {
         || key.starts_with('/')
         || key.contains('\0')
         || key.contains('\\')
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
     if bad {
         return Err(StoreError::InvalidKey(key.to_string()));
     }

@@ -36,7 +36,11 @@ pub fn component_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if name.starts_with('.') || !name.ends_with(".wasm") {
             continue;
         }
-        if entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false) {
+        if entry
+            .file_type()
+            .map(|t| t.is_file() || t.is_symlink())
+            .unwrap_or(false)
+        {
             files.push(path);
         }
     }

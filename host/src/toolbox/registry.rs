@@ -50,7 +50,10 @@ impl Registry {
                 existing.path.display(),
                 &existing.digest[..12]
             );
-            self.rejections.push(Rejection { path: wf.path, reason });
+            self.rejections.push(Rejection {
+                path: wf.path,
+                reason,
+            });
             return;
         }
         self.workflows.insert(wf.info.name.clone(), Arc::new(wf));
@@ -81,7 +84,11 @@ impl Registry {
         if self.workflows.is_empty() {
             "(none)".into()
         } else {
-            self.workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+            self.workflows
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 }

@@ -1,0 +1,192 @@
+//! The shipped plugins, run through the real host against the fixtures:
+//! every planted issue is found at its place with its severity, a clean
+//! crate yields nothing, and the SARIF written is valid.
+
+use serde_json::json;
+use toolhost::engine::RunStatus;
+use toolhost::manifest::Severity;
+use toolhost_tests::{TestHost, assert_valid_sarif, fixture, run};
+
+/// (rule, file, line, severity) rows of `PLANTED.md`.
+fn planted() -> Vec<(String, String, u32, Severity)> {
+    let text = std::fs::read_to_string(fixture("vulnerable_crate/PLANTED.md")).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| rule_id") && !l.starts_with("| ---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].to_string(),
+                cells[2].to_string(),
+                cells[3].parse().unwrap(),
+                cells[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn security_assessment_finds_every_planted_issue() {
+    let host = TestHost::new(&["security_assessment"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "security_assessment",
+        &fixture("vulnerable_crate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+
+    let expected: Vec<_> = planted()
+        .into_iter()
+        .filter(|(rule, ..)| !rule.starts_with("test/"))
+        .collect();
+    assert!(expected.len() >= 8, "PLANTED.md lists the issues");
+    for (rule, file, line, severity) in &expected {
+        let hit = record.findings.iter().find(|f| {
+            f.rule_id == *rule
+                && f.location
+                    .as_ref()
+                    .is_some_and(|l| l.path == *file && l.start_line == Some(*line))
+        });
+        let hit = hit.unwrap_or_else(|| {
+            panic!(
+                "{rule} at {file}:{line} not found; got {:#?}",
+                record.findings
+            )
+        });
+        assert_eq!(hit.severity, *severity, "{rule}");
+    }
+    assert_eq!(
+        record.findings.len(),
+        expected.len(),
+        "unexpected extra findings: {:#?}",
+        record.findings
+    );
+    // Secrets never appear in full in the messages.
+    assert!(
+        record
+            .findings
+            .iter()
+            .all(|f| !f.message.contains("AKIAIOSFODNN7EXAMPLE"))
+    );
+    assert_eq!(record.summary["clippy"], "ran");
+
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&record.sarif_bytes()).expect("SARIF is JSON");
+    assert_valid_sarif(&sarif);
+    assert_eq!(
+        sarif["runs"][0]["results"].as_array().unwrap().len(),
+        expected.len()
+    );
+    // The file written to the run directory is the same valid document.
+    let on_disk = host
+        .config
+        .data_dir
+        .join("runs")
+        .join(&record.run_id)
+        .join("findings.sarif");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(on_disk).unwrap()).unwrap();
+    assert_valid_sarif(&written);
+}
+
+#[tokio::test]
+async fn security_assessment_on_a_clean_crate_reports_nothing() {
+    let host = TestHost::new(&["security_assessment"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "security_assessment",
+        &fixture("clean_crate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    assert!(record.findings.is_empty(), "{:#?}", record.findings);
+    assert_valid_sarif(&serde_json::from_slice(&record.sarif_bytes()).unwrap());
+}
+
+#[tokio::test]
+async fn security_assessment_filters_by_min_severity() {
+    let host = TestHost::new(&["security_assessment"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "security_assessment",
+        &fixture("vulnerable_crate"),
+        json!({"min_severity": "high", "clippy": false}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    assert!(!record.findings.is_empty());
+    assert!(record.findings.iter().all(|f| f.severity >= Severity::High));
+    assert_eq!(record.summary["clippy"], "disabled");
+}
+
+#[tokio::test]
+async fn rust_test_reports_the_failing_test_at_its_panic_site() {
+    let host = TestHost::new(&["rust_test"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "rust_test",
+        &fixture("vulnerable_crate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    let (rule, file, line, severity) = planted()
+        .into_iter()
+        .find(|(r, ..)| r == "test/failed")
+        .unwrap();
+    assert_eq!(record.findings.len(), 1, "{:#?}", record.findings);
+    let f = &record.findings[0];
+    assert_eq!(f.rule_id, rule);
+    assert_eq!(f.severity, severity);
+    let loc = f.location.as_ref().unwrap();
+    assert_eq!(
+        (loc.path.as_str(), loc.start_line),
+        (file.as_str(), Some(line))
+    );
+    assert!(f.title.contains("splits_host_and_port"), "{}", f.title);
+    assert_eq!(record.summary["failed"], 1);
+    assert!(record.summary["passed"].as_u64().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn rust_test_on_a_clean_crate_reports_nothing() {
+    let host = TestHost::new(&["rust_test"], "");
+    let engine = host.engine().await;
+    let record = run(&engine, "rust_test", &fixture("clean_crate"), json!({})).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    assert!(record.findings.is_empty(), "{:#?}", record.findings);
+    assert_eq!(record.summary["failed"], 0);
+    assert!(record.summary["passed"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn rust_test_refuses_a_target_without_a_crate() {
+    let host = TestHost::new(&["rust_test"], "");
+    let engine = host.engine().await;
+    let empty = tempfile::tempdir().unwrap();
+    let record = run(&engine, "rust_test", empty.path(), json!({})).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert!(record.error.unwrap().contains("no Cargo.toml"));
+}
+
+#[tokio::test]
+async fn hello_greets_and_the_user_tree_is_untouched() {
+    let host = TestHost::new(&["hello"], "");
+    let engine = host.engine().await;
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("a.txt"), "x").unwrap();
+    let record = run(&engine, "hello", target.path(), json!({"name": "tests"})).await;
+    assert_eq!(record.status, RunStatus::Succeeded);
+    assert_eq!(record.summary["greeting"], "hello, tests!");
+    let names: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "the target must not be modified");
+    // The workspace copy is removed after the run.
+    let work = host.config.work_dir().join(&record.run_id);
+    assert!(!work.exists());
+}
