@@ -68,7 +68,7 @@ pub async fn run_tool(
 
     let mut env = resolved.base_env.clone();
     for (key, value) in options.env {
-        if !resolved.env_allow.iter().any(|a| *a == key) {
+        if !resolved.env_allow.contains(&key) {
             return Err(ToolError::NotPermitted(format!(
                 "environment variable `{key}` is not allowed for tool `{tool}`; allowed: {}",
                 if resolved.env_allow.is_empty() {

@@ -74,10 +74,15 @@ impl Workspace {
             ));
         }
         self.charge_write(contents.len() as u64)?;
-        if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-            self.dir
-                .create_dir_all(parent)
-                .map_err(|e| io_error(path, e))?;
+        if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = self.dir.create_dir_all(parent)
+        {
+            // A parent that is a symlink leading out shows up as "exists";
+            // tell the guest what really happened.
+            if let Err(esc) = self.dir.canonicalize(parent) {
+                return Err(io_error(path, esc));
+            }
+            return Err(io_error(path, e));
         }
         let mut file = self.dir.create(&rel).map_err(|e| io_error(path, e))?;
         file.write_all(contents).map_err(|e| io_error(path, e))
@@ -314,19 +319,17 @@ mod tests {
             ws.read("etc/hostname")
         );
         assert!(matches!(ws.read("host"), Err(FsError::InvalidPath(_))));
-        assert!(matches!(
-            ws.write("etc/evil", b"x"),
-            Err(FsError::InvalidPath(_))
-        ));
+        let w = ws.write("etc/evil", b"x");
+        assert!(matches!(w, Err(FsError::InvalidPath(_))), "{w:?}");
         assert!(matches!(ws.host_dir("etc"), Err(FsError::InvalidPath(_))));
     }
 
     #[test]
     fn write_quota_is_enforced() {
         let (_d, ws) = ws();
-        ws.write("a", vec![0u8; 700 << 10]).unwrap();
+        ws.write("a", &[0u8; 700 << 10]).unwrap();
         assert!(matches!(
-            ws.write("b", vec![0u8; 700 << 10]),
+            ws.write("b", &[0u8; 700 << 10]),
             Err(FsError::QuotaExceeded(_))
         ));
     }

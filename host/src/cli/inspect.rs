@@ -66,7 +66,7 @@ async fn load(g: &GlobalArgs) -> anyhow::Result<crate::toolbox::Registry> {
     })?;
     crate::toolbox::load(&runtime, &config)
         .await
-        .map_err(|e| CliError::new(exit::INVALID_COMPONENT, format!("{e:#}")))
+        .map_err(|e| CliError::with_code(exit::INVALID_COMPONENT, format!("{e:#}")))
 }
 
 fn info_json(wf: &LoadedWorkflow) -> Value {
@@ -148,7 +148,7 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 pub(super) async fn describe(g: &GlobalArgs, args: DescribeArgs) -> anyhow::Result<u8> {
     let registry = load(g).await?;
     let Some(wf) = registry.get(&args.workflow) else {
-        return Err(CliError::new(
+        return Err(CliError::with_code(
             exit::USAGE,
             format!(
                 "no workflow named `{}`; available: {}",
@@ -277,7 +277,7 @@ pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Resu
                 );
                 Ok(exit::INVALID_COMPONENT)
             } else {
-                Err(CliError::new(
+                Err(CliError::with_code(
                     exit::INVALID_COMPONENT,
                     format!("{} is not a valid workflow: {e:#}", args.file.display()),
                 ))
@@ -290,7 +290,7 @@ pub(super) fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8>
     let config = load_config(g)?;
     let store = LocalStore::new(&config.data_dir);
     let record = RunRecord::load(&store, &args.run_id)
-        .map_err(|e| CliError::new(exit::USAGE, format!("{e:#}")))?;
+        .map_err(|e| CliError::with_code(exit::USAGE, format!("{e:#}")))?;
     match args.format {
         FindingsFormat::Json => println!("{}", serde_json::to_string_pretty(&record.findings)?),
         FindingsFormat::Sarif => print!("{}", String::from_utf8_lossy(&record.sarif_bytes())),

@@ -151,7 +151,7 @@ pub struct CliError {
 }
 
 impl CliError {
-    fn new(code: u8, message: impl Into<String>) -> anyhow::Error {
+    fn with_code(code: u8, message: impl Into<String>) -> anyhow::Error {
         CliError {
             code,
             message: message.into(),

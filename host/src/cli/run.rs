@@ -69,12 +69,12 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     })?;
     let registry = crate::toolbox::load(&runtime, &config)
         .await
-        .map_err(|e| CliError::new(exit::INVALID_COMPONENT, format!("{e:#}")))?;
+        .map_err(|e| CliError::with_code(exit::INVALID_COMPONENT, format!("{e:#}")))?;
     for r in registry.rejections() {
         eprintln!("warning: skipped {}: {}", r.path.display(), r.reason);
     }
     let Some(wf) = registry.get(&args.workflow) else {
-        return Err(CliError::new(
+        return Err(CliError::with_code(
             exit::USAGE,
             StartError::UnknownWorkflow {
                 name: args.workflow.clone(),
@@ -95,11 +95,11 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
             None => None,
         };
     let params = params::build(file, &args.params, &wf.info.parameters_schema)
-        .map_err(|e| CliError::new(exit::USAGE, e))?;
+        .map_err(|e| CliError::with_code(exit::USAGE, e))?;
 
     let engine = LocalEngine::new(runtime, Arc::new(registry), config);
     engine.check_params(&args.workflow, &params).map_err(|e| {
-        CliError::new(
+        CliError::with_code(
             exit::USAGE,
             format!(
                 "{e}\n(`toolhost describe {}` lists the parameters)",
@@ -148,7 +148,7 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     if let Some(bar) = &spinner {
         bar.finish_and_clear();
     }
-    let record = result.map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+    let record = result.map_err(|e| CliError::with_code(exit::USAGE, e.to_string()))?;
 
     if let Some(path) = &args.sarif {
         std::fs::write(path, record.sarif_bytes())

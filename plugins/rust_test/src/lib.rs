@@ -93,7 +93,9 @@ impl Workflow for RustTest {
         }
         let (passed, failed, ignored) = totals(&stdout);
         if out.truncated {
-            toolhost_sdk::log::warn!("cargo test output was truncated; some failures may be missing");
+            toolhost_sdk::log::warn!(
+                "cargo test output was truncated; some failures may be missing"
+            );
         }
         toolhost_sdk::log::info!(
             "cargo test exited with {:?}: {passed} passed, {failed} failed, {ignored} ignored",
@@ -111,7 +113,11 @@ impl Workflow for RustTest {
 
 fn join(dir: &str, file: &str) -> String {
     let dir = dir.trim_matches('/');
-    if dir.is_empty() || dir == "." { file.to_string() } else { format!("{dir}/{file}") }
+    if dir.is_empty() || dir == "." {
+        file.to_string()
+    } else {
+        format!("{dir}/{file}")
+    }
 }
 
 /// Sums the `test result:` lines of every test binary.
@@ -120,7 +126,9 @@ fn totals(stdout: &str) -> (u64, u64, u64) {
     for line in stdout.lines().filter(|l| l.starts_with("test result:")) {
         for part in line.split([';', '.']) {
             let mut words = part.split_whitespace();
-            let (Some(n), Some(what)) = (words.next(), words.next()) else { continue };
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
             let Ok(n) = n.parse::<u64>() else { continue };
             match what {
                 "passed" => t.0 += n,

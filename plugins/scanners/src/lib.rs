@@ -290,9 +290,13 @@ mod sdk {
     impl super::Hit {
         /// The SDK finding for this hit (location, columns and fingerprint kept).
         pub fn to_finding(&self) -> Finding {
-            let mut f = Finding::new(self.rule_id.clone(), self.severity.into(), self.title.clone())
-                .message(self.message.clone())
-                .fingerprint(self.fingerprint.clone());
+            let mut f = Finding::new(
+                self.rule_id.clone(),
+                self.severity.into(),
+                self.title.clone(),
+            )
+            .message(self.message.clone())
+            .fingerprint(self.fingerprint.clone());
             if let Some(path) = &self.path {
                 f = f.at(path.clone(), self.start_line.unwrap_or(0));
                 if let Some(c) = self.start_column {

@@ -131,14 +131,22 @@ impl Workflow for SecurityAssessment {
                 toolhost_sdk::log::warn!(
                     "cargo clippy failed (exit {:?}): {}",
                     out.exit_code,
-                    out.stderr_str().lines().take(20).collect::<Vec<_>>().join("\n")
+                    out.stderr_str()
+                        .lines()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 );
             }
             hits.extend(clippy_hits.into_iter().map(|mut h| {
                 h.path = h.path.map(|p| join(&params.path, &p));
                 h
             }));
-            if out.success() || out.exit_code == Some(101) { "ran" } else { "failed" }
+            if out.success() || out.exit_code == Some(101) {
+                "ran"
+            } else {
+                "failed"
+            }
         };
 
         let hits = toolhost_scanners::dedup(hits);
@@ -177,7 +185,9 @@ fn scan(input: ScanInput) -> Result<ScanOutput> {
             .map_err(|e| Error::msg(format!("cannot list {}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let rel = path
                 .strip_prefix(root)
                 .map(|p| p.to_string_lossy().replace('\\', "/"))
@@ -191,9 +201,15 @@ fn scan(input: ScanInput) -> Result<ScanOutput> {
             if !kind.is_file() || !toolhost_scanners::should_scan(&rel) {
                 continue;
             }
-            let too_big = entry.metadata().map(|m| m.len() > input.max_file_bytes).unwrap_or(true);
-            let Ok(bytes) = (if too_big { Err(()) } else { std::fs::read(&path).map_err(|_| ()) })
-            else {
+            let too_big = entry
+                .metadata()
+                .map(|m| m.len() > input.max_file_bytes)
+                .unwrap_or(true);
+            let Ok(bytes) = (if too_big {
+                Err(())
+            } else {
+                std::fs::read(&path).map_err(|_| ())
+            }) else {
                 out.files_skipped += 1;
                 continue;
             };
@@ -203,9 +219,14 @@ fn scan(input: ScanInput) -> Result<ScanOutput> {
                 continue;
             }
             out.files_scanned += 1;
-            out.hits.extend(toolhost_scanners::scan_text(&rel, &String::from_utf8_lossy(&bytes)));
-            if out.files_scanned % 500 == 0 {
-                progress(&serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}));
+            out.hits.extend(toolhost_scanners::scan_text(
+                &rel,
+                &String::from_utf8_lossy(&bytes),
+            ));
+            if out.files_scanned.is_multiple_of(500) {
+                progress(
+                    &serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}),
+                );
             }
         }
     }
@@ -214,7 +235,11 @@ fn scan(input: ScanInput) -> Result<ScanOutput> {
 
 fn join(dir: &str, file: &str) -> String {
     let dir = dir.trim_matches('/');
-    if dir.is_empty() || dir == "." { file.to_string() } else { format!("{dir}/{file}") }
+    if dir.is_empty() || dir == "." {
+        file.to_string()
+    } else {
+        format!("{dir}/{file}")
+    }
 }
 
 toolhost_sdk::export_workflow!(SecurityAssessment);

@@ -29,24 +29,55 @@ pub enum Action {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
-    Read { path: String },
-    Write { path: String, data: String },
-    List { path: String },
-    Exists { path: String },
+    Read {
+        path: String,
+    },
+    Write {
+        path: String,
+        data: String,
+    },
+    List {
+        path: String,
+    },
+    Exists {
+        path: String,
+    },
     Loop,
-    Alloc { mib: u64 },
+    Alloc {
+        mib: u64,
+    },
     Recurse,
     Clock,
-    Findings { count: u32 },
-    Log { count: u32, size: u32 },
-    Progress { count: u32 },
-    Sleep { ms: u64 },
-    Panic { message: String },
-    Fail { message: String },
-    Artifact { name: String, data: String },
-    Activity { actions: Vec<Action> },
+    Findings {
+        count: u32,
+    },
+    Log {
+        count: u32,
+        size: u32,
+    },
+    Progress {
+        count: u32,
+    },
+    Sleep {
+        ms: u64,
+    },
+    Panic {
+        message: String,
+    },
+    Fail {
+        message: String,
+    },
+    Artifact {
+        name: String,
+        data: String,
+    },
+    Activity {
+        actions: Vec<Action>,
+    },
     NestedActivity,
-    FsRead { path: String },
+    FsRead {
+        path: String,
+    },
 }
 
 pub struct Probe;
@@ -86,7 +117,13 @@ impl Workflow for Probe {
 
 fn perform(ctx: Option<&Context>, action: Action) -> Result<Value> {
     Ok(match action {
-        Action::Tool { tool, args, cwd, env, timeout_ms } => {
+        Action::Tool {
+            tool,
+            args,
+            cwd,
+            env,
+            timeout_ms,
+        } => {
             let mut call = tools::run(&tool).args(args);
             if let Some(c) = cwd {
                 call = call.cwd(c);
@@ -113,7 +150,9 @@ fn perform(ctx: Option<&Context>, action: Action) -> Result<Value> {
             Err(e) => json!({"err": fs_error(&e)}),
         },
         Action::List { path } => match workspace::list(&path, true) {
-            Ok(entries) => json!({"ok": entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>()}),
+            Ok(entries) => {
+                json!({"ok": entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>()})
+            }
             Err(e) => json!({"err": fs_error(&e)}),
         },
         Action::Exists { path } => match workspace::exists(&path) {
@@ -153,7 +192,10 @@ fn perform(ctx: Option<&Context>, action: Action) -> Result<Value> {
         }
         Action::Findings { count } => {
             for i in 0..count {
-                report(Finding::new("probe/flood", Severity::Low, format!("finding {i}")).at("src/lib.rs", i + 1));
+                report(
+                    Finding::new("probe/flood", Severity::Low, format!("finding {i}"))
+                        .at("src/lib.rs", i + 1),
+                );
             }
             json!({"ok": count})
         }
