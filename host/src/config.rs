@@ -48,6 +48,9 @@ pub struct HostConfig {
 pub struct HostSection {
     /// The vertical this host serves; embedded runs accept every configured vertical.
     pub vertical: Option<String>,
+    /// Address of the host's HTTP API (`/healthz`, `/workflows`, `/runs`);
+    /// default 127.0.0.1:7300. Keep it on loopback: it runs workflows.
+    pub listen: Option<String>,
 }
 
 /// A vertical: a toolchain and the tools it offers to workflows.

@@ -1,9 +1,10 @@
 //! Toolhost: a host for sandboxed, hot-loaded WebAssembly workflows that
 //! drive native security toolchains.
 //!
-//! Dependencies point one way: `cli` -> `engine` -> `toolbox`/`runtime`/
-//! `capabilities` -> `sandbox`/`storage`; `manifest` and `report` are shared
-//! data and rendering.
+//! Dependencies point one way: `cli` -> `engine` -> `toolbox` -> `runtime`
+//! and `capabilities` (which together make a guest store: the runtime owns
+//! stores and limits, capabilities own policy) -> `sandbox`/`storage`;
+//! `manifest`, `report` and `util` are shared data and rendering.
 
 pub mod capabilities;
 pub mod cli;

@@ -127,16 +127,20 @@ pub struct WorkflowInfo {
 /// Longest accepted workflow name.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Checks a workflow or vertical name: 1-64 chars of `[a-z0-9_-]`, starting with a letter.
+/// Checks a name: 1-64 chars of `[a-z0-9_]` starting with a letter; `-` is
+/// also allowed except in workflow names (they double as Temporal workflow
+/// types and crate names).
 pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    let dash_ok = kind != "workflow";
     let ok_chars = name
         .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dash_ok && c == '-'));
     let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || !starts_with_letter {
         return Err(format!(
-            "{kind} name `{}` is invalid: use 1-{MAX_NAME_LEN} characters of lowercase letters, digits, `_` or `-`, starting with a letter",
-            name.escape_debug()
+            "{kind} name `{}` is invalid: use 1-{MAX_NAME_LEN} characters of lowercase letters, digits{}, starting with a letter",
+            name.escape_debug(),
+            if dash_ok { ", `_` or `-`" } else { " or `_`" }
         ));
     }
     Ok(())
@@ -162,6 +166,8 @@ mod tests {
         assert!(check_name("workflow", "").is_err());
         assert!(check_name("workflow", "1abc").is_err());
         assert!(check_name("workflow", "a/b").is_err());
+        assert!(check_name("workflow", "a-b").is_err());
+        assert!(check_name("tool", "cargo-clippy").is_ok());
         assert!(check_name("workflow", &"a".repeat(65)).is_err());
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -145,11 +145,11 @@ impl TestHost {
 
     /// Loads the toolbox and returns an engine over it.
     pub async fn engine(&self) -> LocalEngine {
-        let runtime = Runtime::new(&EngineOptions::default()).expect("runtime");
-        let registry = toolhost::toolbox::load(&runtime, &self.config)
+        let runtime = Runtime::new(&EngineOptions::for_host(&self.config)).expect("runtime");
+        let toolbox = toolhost::toolbox::load(&runtime, &self.config)
             .await
             .expect("toolbox loads");
-        LocalEngine::new(runtime, Arc::new(registry), self.config.clone())
+        LocalEngine::new(toolbox)
     }
 
     /// The `toolhost` command with this host's config.
@@ -251,4 +251,49 @@ pub fn assert_valid_sarif(doc: &Value) {
         "SARIF is invalid:\n{}",
         errors.join("\n")
     );
+}
+
+/// `bytes` (a component) with a custom section appended: same behaviour,
+/// different digest — a new "version" for reload tests.
+pub fn with_custom_section(bytes: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Writes `bytes` to `dir/name` the way a careful deployer does: a hidden
+/// temporary file renamed into place.
+pub fn publish(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write temp");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub async fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    check()
 }

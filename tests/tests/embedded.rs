@@ -82,11 +82,18 @@ async fn declared_tools_run_and_undeclared_ones_are_not_permitted() {
             .join("log.jsonl"),
     )
     .unwrap();
-    let audits = log
+    let audits: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("\"source\":\"tool\""))
-        .count();
-    assert_eq!(audits, 4, "{log}");
+        .collect();
+    // Four tools ran, four requests were refused: all eight are audited.
+    assert_eq!(audits.len(), 8, "{log}");
+    let refused = audits.iter().filter(|l| l.contains("\"refused\"")).count();
+    assert_eq!(refused, 4, "{log}");
+    assert!(
+        audits.iter().any(|l| l.contains("\"exit_code\":7")),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -319,7 +326,8 @@ async fn a_corrupt_component_is_rejected_while_the_others_load() {
         .map(|w| w.info.name.clone())
         .collect();
     assert_eq!(names, ["hello", "probe"]);
-    let rejected = engine.registry().rejections();
+    let registry = engine.registry();
+    let rejected: Vec<_> = registry.rejections().collect();
     assert_eq!(rejected.len(), 3, "{rejected:?}");
     let core = rejected
         .iter()

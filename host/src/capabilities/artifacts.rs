@@ -27,7 +27,7 @@ impl GuestState {
         self.run
             .workspace
             .charge_write(contents.len() as u64)
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| super::workspace::describe(&e))?;
         std::fs::create_dir_all(&self.run.artifacts_dir)
             .and_then(|()| std::fs::write(self.run.artifacts_dir.join(name), contents))
             .map_err(|e| format!("cannot store artifact `{name}`: {e}"))?;
@@ -47,7 +47,12 @@ impl Host for GuestState {
     async fn put_file(&mut self, name: String, path: String) -> anyhow::Result<Result<(), String>> {
         let contents = match self.run.workspace.read(&path) {
             Ok(c) => c,
-            Err(e) => return Ok(Err(format!("cannot read `{path}`: {e:?}"))),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read `{path}`: {}",
+                    super::workspace::describe(&e)
+                )));
+            }
         };
         Ok(self.store_artifact(&name, &contents))
     }

@@ -44,6 +44,8 @@ pub struct RunContext {
     pub tools: ToolGrant,
     /// The run's private copy of the target.
     pub workspace: Workspace,
+    /// HOME (and TMPDIR below it) for the run's tools, outside the workspace.
+    pub tool_home: PathBuf,
     /// Where artifacts are stored.
     pub artifacts_dir: PathBuf,
     /// Outputs collected so far.

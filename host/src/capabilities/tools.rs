@@ -28,13 +28,45 @@ impl Host for GuestState {
     }
 }
 
-/// Runs `tool` for `run` (shared by workflow and activity code).
+/// Runs `tool` for `run` (shared by workflow and activity code). Refused
+/// requests are audited too.
 pub async fn run_tool(
     run: &super::RunContext,
     tool: &str,
     args: Vec<String>,
     options: RunOptions,
 ) -> Result<ToolOutput, ToolError> {
+    let cwd_rel = options.cwd.clone().unwrap_or_default();
+    let spec = match prepare(run, tool, &args, options) {
+        Ok(spec) => spec,
+        Err(e) => {
+            run.journal.audit(json!({
+                "level": "warn", "source": "tool", "tool": tool, "args": args,
+                "cwd": cwd_rel, "refused": format!("{e:?}"),
+                "message": format!("tool `{tool}` refused: {}", refusal(&e)),
+            }));
+            return Err(e);
+        }
+    };
+    execute(run, tool, &args, &cwd_rel, spec).await
+}
+
+fn refusal(e: &ToolError) -> String {
+    match e {
+        ToolError::NotPermitted(m) | ToolError::NotFound(m) | ToolError::Failed(m) => m.clone(),
+        ToolError::TimedOut => "timed out".into(),
+        ToolError::Cancelled => "cancelled".into(),
+    }
+}
+
+/// Checks a request against the grant and the tool's configuration and
+/// builds the process to start.
+fn prepare(
+    run: &super::RunContext,
+    tool: &str,
+    args: &[String],
+    options: RunOptions,
+) -> Result<ProcessSpec, ToolError> {
     let resolved = run.tools.check(tool).map_err(ToolError::NotPermitted)?;
     let program = resolved
         .program
@@ -61,10 +93,12 @@ pub async fn run_tool(
     }
 
     let cwd_rel = options.cwd.clone().unwrap_or_default();
-    let cwd = run
-        .workspace
-        .host_dir(&cwd_rel)
-        .map_err(|e| ToolError::NotPermitted(format!("working directory: {e:?}")))?;
+    let cwd = run.workspace.host_dir(&cwd_rel).map_err(|e| {
+        ToolError::NotPermitted(format!(
+            "working directory: {}",
+            super::workspace::describe(&e)
+        ))
+    })?;
 
     let mut env = resolved.base_env.clone();
     for (key, value) in options.env {
@@ -81,8 +115,8 @@ pub async fn run_tool(
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
     }
-    // Tools see a home and temp dir inside the workspace, never the host's.
-    let home = run.workspace.root().join(".toolhost-home");
+    // Tools get a private home and temp dir of the run, never the host's.
+    let home = run.tool_home.clone();
     let tmp = home.join("tmp");
     let _ = std::fs::create_dir_all(&tmp);
     for (k, v) in [("HOME", &home), ("TMPDIR", &tmp)] {
@@ -96,7 +130,7 @@ pub async fn run_tool(
         .map_or(resolved.timeout, |t| t.min(resolved.timeout));
     let mut full_args = resolved.fixed_args.clone();
     full_args.extend(args.iter().cloned());
-    let spec = ProcessSpec {
+    Ok(ProcessSpec {
         program,
         args: full_args,
         env,
@@ -104,9 +138,19 @@ pub async fn run_tool(
         stdin: options.stdin,
         timeout,
         output_limit: resolved.output_limit,
-    };
+    })
+}
 
-    run.journal.tool_started(tool, &args);
+/// Runs a prepared tool process and audits how it ended.
+async fn execute(
+    run: &super::RunContext,
+    tool: &str,
+    args: &[String],
+    cwd_rel: &str,
+    spec: ProcessSpec,
+) -> Result<ToolOutput, ToolError> {
+    let timeout = spec.timeout;
+    run.journal.tool_started(tool, args);
     let result = run_process(&spec, run.stop.stopped()).await;
     let (record, outcome) = match &result {
         Ok(out) => (

@@ -216,6 +216,16 @@ pub fn checked_path(path: &str) -> Result<PathBuf, FsError> {
     Ok(out)
 }
 
+/// A workspace error as a sentence (for messages built by the host).
+pub fn describe(e: &FsError) -> String {
+    match e {
+        FsError::InvalidPath(m)
+        | FsError::NotFound(m)
+        | FsError::QuotaExceeded(m)
+        | FsError::Io(m) => m.clone(),
+    }
+}
+
 fn to_slash(p: &Path) -> String {
     p.to_string_lossy().replace('\\', "/")
 }

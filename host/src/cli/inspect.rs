@@ -19,6 +19,16 @@ pub struct WorkflowsArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Keep watching the toolbox and print each load, rejection and removal
+    /// as it happens (one line each; JSON lines with --json).
+    #[arg(long)]
+    watch: bool,
+}
+
+impl WorkflowsArgs {
+    pub(super) fn watch(&self) -> bool {
+        self.watch
+    }
 }
 
 /// Arguments of `toolhost describe`.
@@ -59,13 +69,12 @@ pub struct FindingsArgs {
     format: FindingsFormat,
 }
 
-async fn load(g: &GlobalArgs) -> anyhow::Result<crate::toolbox::Registry> {
+async fn load(g: &GlobalArgs) -> anyhow::Result<std::sync::Arc<crate::toolbox::Registry>> {
     let config = load_config(g)?;
-    let runtime = Runtime::new(&EngineOptions {
-        consume_fuel: config.limits.fuel.is_some(),
-    })?;
+    let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
     crate::toolbox::load(&runtime, &config)
         .await
+        .map(|t| t.registry())
         .map_err(|e| CliError::with_code(exit::INVALID_COMPONENT, format!("{e:#}")))
 }
 
@@ -79,11 +88,14 @@ fn info_json(wf: &LoadedWorkflow) -> Value {
 }
 
 pub(super) async fn workflows(g: &GlobalArgs, args: WorkflowsArgs) -> anyhow::Result<u8> {
+    if args.watch {
+        return watch_workflows(g, args.json).await;
+    }
     let registry = load(g).await?;
     if args.json {
         let doc = json!({
             "workflows": registry.workflows().map(|w| info_json(w)).collect::<Vec<_>>(),
-            "rejected": registry.rejections().iter().map(|r| json!({
+            "rejected": registry.rejections().map(|r| json!({
                 "path": r.path.display().to_string(), "reason": r.reason})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -208,6 +220,21 @@ pub fn describe_params(schema: &Value) -> Vec<String> {
     props
         .iter()
         .map(|(name, p)| {
+            // schemars puts enums and structs in `$defs` and refers to them.
+            let resolved = p
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix('#'))
+                .and_then(|ptr| schema.pointer(ptr));
+            let mut merged = resolved.cloned().unwrap_or(Value::Null);
+            if let (Some(m), Some(own)) = (merged.as_object_mut(), p.as_object()) {
+                for (k, v) in own {
+                    if k != "$ref" {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            let p = if merged.is_object() { &merged } else { p };
             let ty = match p.get("type") {
                 Some(Value::String(t)) => t.clone(),
                 Some(Value::Array(ts)) => ts
@@ -239,9 +266,7 @@ pub fn describe_params(schema: &Value) -> Vec<String> {
 
 pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
-    let runtime = Runtime::new(&EngineOptions {
-        consume_fuel: config.limits.fuel.is_some(),
-    })?;
+    let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
     match crate::toolbox::validate::load_component(&runtime, &config, &args.file).await {
         Ok(wf) => {
             if args.json {
@@ -309,4 +334,77 @@ pub(super) fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8>
         }
     }
     Ok(exit::OK)
+}
+
+async fn watch_workflows(g: &GlobalArgs, json_lines: bool) -> anyhow::Result<u8> {
+    use crate::toolbox::ToolboxEvent;
+    let config = load_config(g)?;
+    let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
+    let toolbox = crate::toolbox::Toolbox::open(runtime, config).await?;
+    let mut events = toolbox.subscribe();
+    let _watch = toolbox.watch()?;
+    let registry = toolbox.registry();
+    for w in registry.workflows() {
+        emit(
+            json_lines,
+            &ToolboxEvent::Loaded {
+                name: w.info.name.clone(),
+                version: w.info.version.clone(),
+                digest: w.digest.clone(),
+                path: w.path.clone(),
+                replaced: None,
+            },
+        );
+    }
+    for r in registry.rejections() {
+        emit(
+            json_lines,
+            &ToolboxEvent::Rejected {
+                path: r.path.clone(),
+                reason: r.reason.clone(),
+                kept: None,
+            },
+        );
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(e) => emit(json_lines, &e),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => eprintln!("warning: missed {n} events"),
+                Err(_) => return Ok(exit::OK),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+        }
+    }
+}
+
+fn emit(json_lines: bool, event: &crate::toolbox::ToolboxEvent) {
+    use crate::toolbox::ToolboxEvent;
+    if !json_lines {
+        println!("{} {event}", crate::util::now_rfc3339());
+        return;
+    }
+    let v = match event {
+        ToolboxEvent::Loaded {
+            name,
+            version,
+            digest,
+            path,
+            replaced,
+        } => json!({
+            "event": "loaded", "name": name, "version": version, "digest": digest,
+            "path": path.display().to_string(), "replaced": replaced}),
+        ToolboxEvent::Rejected { path, reason, kept } => json!({
+            "event": "rejected", "path": path.display().to_string(), "reason": reason,
+            "kept": kept.as_ref().map(|(n, d)| json!({"name": n, "digest": d}))}),
+        ToolboxEvent::Removed {
+            name,
+            version,
+            digest,
+            path,
+        } => json!({
+            "event": "removed", "name": name, "version": version, "digest": digest,
+            "path": path.display().to_string()}),
+    };
+    println!("{v}");
 }

@@ -2,6 +2,7 @@
 //! exit codes. It calls the engine and toolbox; it never runs guest code or
 //! tools itself.
 
+mod host;
 mod inspect;
 mod new;
 mod output;
@@ -79,6 +80,8 @@ pub struct GlobalArgs {
 enum Command {
     /// Run a workflow against a target directory, in this process.
     Run(run::RunArgs),
+    /// Run the long-lived host: watch the toolbox, serve the HTTP API.
+    Host(host::HostArgs),
     /// List the workflows in the toolbox (and files that failed to load).
     Workflows(inspect::WorkflowsArgs),
     /// Show a workflow's metadata and parameters.
@@ -99,7 +102,9 @@ enum Command {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose);
+    let service = matches!(cli.command, Command::Host(_))
+        || matches!(&cli.command, Command::Workflows(w) if w.watch());
+    init_tracing(cli.global.verbose, service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +123,7 @@ async fn dispatch(cli: Cli) -> u8 {
     let g = cli.global;
     let result = match cli.command {
         Command::Run(args) => run::run(&g, args).await,
+        Command::Host(args) => host::host(&g, args).await,
         Command::Workflows(args) => inspect::workflows(&g, args).await,
         Command::Describe(args) => inspect::describe(&g, args).await,
         Command::Validate(args) => inspect::validate(&g, args).await,
@@ -160,8 +166,9 @@ impl CliError {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, service: bool) {
     let default = match verbose {
+        0 if service => "info",
         0 => "warn",
         1 => "toolhost=debug,info",
         _ => "trace",

@@ -13,8 +13,9 @@ use super::exit;
 #[command(after_help = "\
 Then:
   cd <name> && cargo component build --release      (or: cargo build --release --target wasm32-wasip2)
-  cp target/wasm32-wasip1/release/<name>.wasm <toolbox>/     (wasm32-wasip2 with plain cargo)
-  toolhost run <name> --target .")]
+  cp target/wasm32-wasip1/release/<name>.wasm <toolbox>/.<name>.tmp   (wasm32-wasip2 with plain cargo)
+  mv <toolbox>/.<name>.tmp <toolbox>/<name>.wasm     (a rename publishes it atomically)
+  toolhost --toolbox <toolbox> run <name> --target <dir>")]
 pub struct NewArgs {
     /// Workflow name: lowercase letters, digits and `_` (also the crate name).
     name: String,
@@ -66,8 +67,12 @@ pub(super) fn new(args: NewArgs) -> anyhow::Result<u8> {
     println!("next:");
     println!("  cd {} && cargo component build --release", dir.display());
     println!(
-        "  cp target/wasm32-wasip1/release/{}.wasm <your toolbox>/ && toolhost run {} --target .",
-        args.name, args.name
+        "  cp target/wasm32-wasip1/release/{n}.wasm <toolbox>/.{n}.tmp && mv <toolbox>/.{n}.tmp <toolbox>/{n}.wasm",
+        n = args.name
+    );
+    println!(
+        "  toolhost --toolbox <toolbox> run {} --target <dir>",
+        args.name
     );
     Ok(exit::OK)
 }

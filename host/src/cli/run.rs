@@ -64,12 +64,11 @@ pub struct RunArgs {
 
 pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
-    let runtime = Runtime::new(&EngineOptions {
-        consume_fuel: config.limits.fuel.is_some(),
-    })?;
-    let registry = crate::toolbox::load(&runtime, &config)
+    let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
+    let toolbox = crate::toolbox::load(&runtime, &config)
         .await
         .map_err(|e| CliError::with_code(exit::INVALID_COMPONENT, format!("{e:#}")))?;
+    let registry = toolbox.registry();
     for r in registry.rejections() {
         eprintln!("warning: skipped {}: {}", r.path.display(), r.reason);
     }
@@ -97,7 +96,7 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     let params = params::build(file, &args.params, &wf.info.parameters_schema)
         .map_err(|e| CliError::with_code(exit::USAGE, e))?;
 
-    let engine = LocalEngine::new(runtime, Arc::new(registry), config);
+    let engine = LocalEngine::new(toolbox);
     engine.check_params(&args.workflow, &params).map_err(|e| {
         CliError::with_code(
             exit::USAGE,

@@ -20,7 +20,7 @@ use crate::runtime::clocks::WorkflowClock;
 use crate::runtime::state::{CodeKind, new_store};
 use crate::sandbox::policy::{ResolvedTool, ToolGrant};
 use crate::storage::{BlobStore, LocalStore};
-use crate::toolbox::Registry;
+use crate::toolbox::{Registry, Toolbox};
 
 /// How long a stopped guest gets to unwind before it is abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -47,21 +47,22 @@ pub struct RunRequest {
     pub timeout_secs: Option<u64>,
 }
 
-/// Runs workflows from a registry, in this process.
+/// Runs workflows from a toolbox, in this process.
 pub struct LocalEngine {
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
+    toolbox: Arc<Toolbox>,
     config: HostConfig,
     store: LocalStore,
 }
 
 impl LocalEngine {
-    /// An engine over `registry`, writing records under `config.data_dir`.
-    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, config: HostConfig) -> Self {
+    /// An engine over `toolbox`, writing records under its config's `data_dir`.
+    pub fn new(toolbox: Arc<Toolbox>) -> Self {
+        let config = toolbox.config().clone();
         let store = LocalStore::new(&config.data_dir);
         LocalEngine {
-            runtime,
-            registry,
+            runtime: toolbox.runtime().clone(),
+            toolbox,
             config,
             store,
         }
@@ -72,9 +73,14 @@ impl LocalEngine {
         &self.store
     }
 
-    /// The registry.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The current registry snapshot.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.toolbox.registry()
+    }
+
+    /// The toolbox.
+    pub fn toolbox(&self) -> &Arc<Toolbox> {
+        &self.toolbox
     }
 
     /// Validates `req.params` for `req.workflow` without running anything.
@@ -87,11 +93,12 @@ impl LocalEngine {
     }
 
     fn lookup(&self, name: &str) -> Result<Arc<crate::toolbox::LoadedWorkflow>, StartError> {
-        self.registry
+        let registry = self.toolbox.registry();
+        registry
             .get(name)
             .ok_or_else(|| StartError::UnknownWorkflow {
                 name: name.to_string(),
-                available: self.registry.names(),
+                available: registry.names(),
             })
     }
 
@@ -113,20 +120,30 @@ impl LocalEngine {
             let started = Instant::now();
             let workflow_start_ms = req.workflow_start_ms.unwrap_or_else(crate::util::now_ms);
 
+            // Per-run scratch: the workspace (a copy of the target) and a
+            // private home for tools, side by side, outside any project tree.
+            let scratch = self.config.work_dir().join(&run_id);
+            if scratch.exists() {
+                std::fs::remove_dir_all(&scratch).map_err(|e| StartError::Setup(e.into()))?;
+            }
+            let workspace_dir = scratch.join("workspace");
+            let _cleanup = WorkspaceCleanup {
+                dir: scratch.clone(),
+                keep: req.keep_workspace,
+            };
+            let copy = target::copy_target(&req.target, &workspace_dir).map_err(StartError::Target)?;
+
+            // Only now that the run can start does it get a record directory
+            // (a reused run id starts from an empty one).
             let run_dir = self.store.root().join("runs").join(&run_id);
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir)
+                    .with_context(|| format!("cannot clear `{}`", run_dir.display()))
+                    .map_err(StartError::Setup)?;
+            }
             std::fs::create_dir_all(run_dir.join("artifacts"))
                 .with_context(|| format!("cannot create `{}`", run_dir.display()))
                 .map_err(StartError::Setup)?;
-            let workspace_dir = self.config.work_dir().join(&run_id);
-            if workspace_dir.exists() {
-                std::fs::remove_dir_all(&workspace_dir)
-                    .map_err(|e| StartError::Setup(e.into()))?;
-            }
-            let copy = target::copy_target(&req.target, &workspace_dir).map_err(StartError::Target)?;
-            let _cleanup = WorkspaceCleanup {
-                dir: workspace_dir.clone(),
-                keep: req.keep_workspace,
-            };
 
             let journal = Arc::new(
                 RunJournal::create(
@@ -173,6 +190,7 @@ impl LocalEngine {
                 tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
                 workspace: Workspace::open(&workspace_dir, self.config.limits.write_quota_mib)
                     .map_err(|e| StartError::Setup(e.into()))?,
+                tool_home: scratch.join("home"),
                 artifacts_dir: run_dir.join("artifacts"),
                 journal: journal.clone(),
                 stop: StopSignal::new(),

@@ -31,9 +31,8 @@ pub fn build(file: Option<Value>, pairs: &[String], schema: &Value) -> Result<Va
             .cloned();
         let wants_string = match &declared {
             Some(Value::String(t)) => t == "string",
-            Some(Value::Array(ts)) => {
-                ts.iter().any(|t| t == "string") && serde_json::from_str::<Value>(raw).is_err()
-            }
+            // `string|null`: a string, unless the value is literally `null`.
+            Some(Value::Array(ts)) => ts.iter().any(|t| t == "string") && raw != "null",
             _ => false,
         };
         let value = if wants_string {
@@ -136,6 +135,15 @@ mod tests {
         assert!(build(None, &["novalue".into()], &schema()).is_err());
         let p = build(Some(json!({"jobs": 1})), &["jobs=2".into()], &schema()).unwrap();
         assert_eq!(p["jobs"], 2);
+        let opt = json!({"properties": {"pkg": {"type": ["string", "null"]}}});
+        assert_eq!(
+            build(None, &["pkg=123".into()], &opt).unwrap()["pkg"],
+            "123"
+        );
+        assert_eq!(
+            build(None, &["pkg=null".into()], &opt).unwrap()["pkg"],
+            Value::Null
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! decide policy (which tools, which paths): that is `capabilities`' job.
 
 pub mod bindings;
+pub mod cache;
 pub mod clocks;
 pub mod limits;
 pub mod state;
@@ -27,6 +28,35 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct EngineOptions {
     /// Count fuel so a per-run budget can be enforced.
     pub consume_fuel: bool,
+    /// Try the pooling instance allocator (falls back to on-demand when the
+    /// address space for the pool cannot be reserved).
+    pub pooling: Option<PoolSizing>,
+    /// Directory of the compile cache; `None` disables it.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// Sizing of the pooling allocator (see docs/PERFORMANCE.md).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSizing {
+    /// Concurrent component instances (runs + activities + describes).
+    pub instances: u32,
+    /// Largest linear memory, in MiB (the guest memory limit).
+    pub memory_mib: u64,
+}
+
+impl EngineOptions {
+    /// Options for a host with `config`: pooling sized from its limits,
+    /// compile cache under its data directory.
+    pub fn for_host(config: &crate::config::HostConfig) -> Self {
+        EngineOptions {
+            consume_fuel: config.limits.fuel.is_some(),
+            pooling: Some(PoolSizing {
+                instances: 256,
+                memory_mib: config.limits.memory_mib,
+            }),
+            cache_dir: Some(config.data_dir.join("cache").join("components")),
+        }
+    }
 }
 
 /// Builds the one wasmtime `Config` every engine of this host uses (runs,
@@ -49,14 +79,50 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
     ticker_stop: Arc<AtomicBool>,
+    cache: Option<cache::CompileCache>,
+    pooling: bool,
+}
+
+fn pooled_config(opts: &EngineOptions, sizing: PoolSizing) -> Config {
+    use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+    let mut pool = PoolingAllocationConfig::default();
+    let memories = sizing.instances.saturating_mul(2);
+    pool.total_component_instances(sizing.instances)
+        .total_core_instances(sizing.instances.saturating_mul(8))
+        .total_memories(memories)
+        .total_tables(sizing.instances.saturating_mul(8))
+        .total_stacks(sizing.instances)
+        .max_memories_per_component(4)
+        .max_memory_size(usize::try_from(sizing.memory_mib << 20).unwrap_or(usize::MAX))
+        .table_elements(100_000);
+    let mut config = engine_config(opts);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 impl Runtime {
     /// Creates the engine and linker and starts the epoch ticker thread.
     pub fn new(opts: &EngineOptions) -> Result<Arc<Self>> {
-        let engine = Engine::new(&engine_config(opts))
-            .map_err(anyhow::Error::from)
-            .context("cannot create the wasmtime engine")?;
+        let pooled = opts.pooling.and_then(|sizing| {
+            match Engine::new(&pooled_config(opts, sizing)) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reserve the instance pool; using on-demand allocation");
+                    None
+                }
+            }
+        });
+        let pooling = pooled.is_some();
+        let engine = match pooled {
+            Some(engine) => engine,
+            None => Engine::new(&engine_config(opts))
+                .map_err(anyhow::Error::from)
+                .context("cannot create the wasmtime engine")?,
+        };
+        let cache = opts
+            .cache_dir
+            .as_ref()
+            .map(|dir| cache::CompileCache::new(dir, &engine));
         let mut linker = Linker::<GuestState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -87,7 +153,22 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            cache,
+            pooling,
         }))
+    }
+
+    /// True when the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Compiles `bytes` (sha256 `digest`), or loads it from the compile cache.
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<(Component, cache::CacheOutcome)> {
+        match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, digest, bytes, |b| self.compile(b)),
+            None => Ok((self.compile(bytes)?, cache::CacheOutcome::Disabled)),
+        }
     }
 
     /// The shared engine.
@@ -128,7 +209,11 @@ impl Runtime {
 }
 
 fn describe_link_error(text: &str) -> anyhow::Error {
-    if let Some(rest) = text.split("import `").nth(1) {
+    let named = text
+        .split("imports instance `")
+        .nth(1)
+        .or_else(|| text.split("import `").nth(1));
+    if let Some(rest) = named {
         let name = rest.split('`').next().unwrap_or(rest);
         return anyhow::anyhow!(
             "the component imports `{name}`, which this host does not provide; it may target another WIT version (this host speaks toolhost:workflow@0.1.0 and WASI 0.2)"

@@ -109,8 +109,17 @@ pub async fn run_process(
             let _ = stdin.write_all(&bytes).await;
         });
     }
-    let out = tokio::spawn(read_capped(child.stdout.take(), spec.output_limit));
-    let err = tokio::spawn(read_capped(child.stderr.take(), spec.output_limit));
+    let pipes_done = tokio_util::sync::CancellationToken::new();
+    let out = tokio::spawn(read_capped(
+        child.stdout.take(),
+        spec.output_limit,
+        pipes_done.clone(),
+    ));
+    let err = tokio::spawn(read_capped(
+        child.stderr.take(),
+        spec.output_limit,
+        pipes_done.clone(),
+    ));
 
     tokio::pin!(stop);
     let status = tokio::select! {
@@ -130,8 +139,19 @@ pub async fn run_process(
     // Leftover members of the group (background children) die with the tool.
     kill_group(group);
 
-    let (stdout, out_total) = collect(out).await;
-    let (stderr, err_total) = collect(err).await;
+    // Normally the pipes close with the group; if an escaped descendant
+    // still holds them, stop reading after a grace period and keep what
+    // was captured.
+    let closer = {
+        let done = pipes_done.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PIPE_GRACE).await;
+            done.cancel();
+        })
+    };
+    let (stdout, out_total) = out.await.unwrap_or_default();
+    let (stderr, err_total) = err.await.unwrap_or_default();
+    closer.abort();
     use std::os::unix::process::ExitStatusExt;
     Ok(ProcessOutcome {
         exit_code: status.code(),
@@ -144,18 +164,11 @@ pub async fn run_process(
     })
 }
 
-async fn collect(task: tokio::task::JoinHandle<(Vec<u8>, u64)>) -> (Vec<u8>, u64) {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(PIPE_GRACE, task).await {
-        Ok(Ok(r)) => r,
-        _ => {
-            abort.abort();
-            (Vec::new(), 0)
-        }
-    }
-}
-
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, u64) {
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+    done: tokio_util::sync::CancellationToken,
+) -> (Vec<u8>, u64) {
     let Some(mut stream) = stream else {
         return (Vec::new(), 0);
     };
@@ -163,7 +176,11 @@ async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec
     let mut total: u64 = 0;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        match stream.read(&mut chunk).await {
+        let read = tokio::select! {
+            r = stream.read(&mut chunk) => r,
+            _ = done.cancelled() => break,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 total += n as u64;

@@ -1,9 +1,14 @@
-//! Name -> loaded workflow. A workflow name maps to exactly one current
-//! component (by digest); a second file claiming a taken name is rejected.
+//! An immutable snapshot of what the toolbox offers: every valid file (a
+//! version, by digest) and, per workflow name, the current version (the
+//! newest file claiming that name). Snapshots are replaced whole on change;
+//! a run holds the `Arc<LoadedWorkflow>` it started with, so replacing or
+//! deleting a file never affects a run in flight, and an old version is
+//! dropped when the last run using it ends.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::manifest::WorkflowInfo;
 use crate::runtime::{GuestState, WorkflowPre};
@@ -18,6 +23,8 @@ pub struct LoadedWorkflow {
     pub path: PathBuf,
     /// Component size in bytes.
     pub size: u64,
+    /// Modification time of the file when loaded.
+    pub modified: SystemTime,
     /// Linked and ready to instantiate.
     pub pre: WorkflowPre<GuestState>,
     /// Compiled parameters schema.
@@ -33,62 +40,84 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// The workflows a host can run.
-#[derive(Default)]
+/// The workflows a host can run, at one point in time.
+#[derive(Default, Clone)]
 pub struct Registry {
-    workflows: BTreeMap<String, Arc<LoadedWorkflow>>,
-    rejections: Vec<Rejection>,
+    files: BTreeMap<PathBuf, Arc<LoadedWorkflow>>,
+    current: BTreeMap<String, Arc<LoadedWorkflow>>,
+    rejections: BTreeMap<PathBuf, Rejection>,
 }
 
 impl Registry {
-    /// Adds `wf`, or rejects it when its name is taken by another file.
+    /// Sets the version provided by `wf.path` (replacing what that file gave before).
     pub fn insert(&mut self, wf: LoadedWorkflow) {
-        if let Some(existing) = self.workflows.get(&wf.info.name) {
-            let reason = format!(
-                "workflow `{}` is already provided by `{}` (sha256 {}); each workflow name may come from one file",
-                wf.info.name,
-                existing.path.display(),
-                &existing.digest[..12]
-            );
-            self.rejections.push(Rejection {
-                path: wf.path,
-                reason,
-            });
-            return;
-        }
-        self.workflows.insert(wf.info.name.clone(), Arc::new(wf));
+        self.rejections.remove(&wf.path);
+        self.files.insert(wf.path.clone(), Arc::new(wf));
+        self.recompute();
     }
 
-    /// Records a rejected file.
+    /// Records a rejected file; what it provided before stays in service.
     pub fn reject(&mut self, rejection: Rejection) {
-        self.rejections.push(rejection);
+        self.rejections.insert(rejection.path.clone(), rejection);
     }
 
-    /// The workflow called `name`.
+    /// Forgets a deleted file (its version stops being offered).
+    pub fn remove(&mut self, path: &PathBuf) -> Option<Arc<LoadedWorkflow>> {
+        self.rejections.remove(path);
+        let removed = self.files.remove(path);
+        self.recompute();
+        removed
+    }
+
+    fn recompute(&mut self) {
+        let mut current: BTreeMap<String, Arc<LoadedWorkflow>> = BTreeMap::new();
+        for wf in self.files.values() {
+            let newer = current
+                .get(&wf.info.name)
+                .is_none_or(|c| (wf.modified, &wf.path) > (c.modified, &c.path));
+            if newer {
+                current.insert(wf.info.name.clone(), wf.clone());
+            }
+        }
+        self.current = current;
+    }
+
+    /// The current version of workflow `name`.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedWorkflow>> {
-        self.workflows.get(name).cloned()
+        self.current.get(name).cloned()
     }
 
-    /// All workflows, by name.
+    /// The version with sha256 `digest`, if a file in the toolbox provides it.
+    pub fn by_digest(&self, digest: &str) -> Option<Arc<LoadedWorkflow>> {
+        self.files.values().find(|w| w.digest == digest).cloned()
+    }
+
+    /// The version loaded from `path`.
+    pub fn by_path(&self, path: &PathBuf) -> Option<Arc<LoadedWorkflow>> {
+        self.files.get(path).cloned()
+    }
+
+    /// Current workflows, by name.
     pub fn workflows(&self) -> impl Iterator<Item = &Arc<LoadedWorkflow>> {
-        self.workflows.values()
+        self.current.values()
+    }
+
+    /// Every loaded file (all versions).
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<LoadedWorkflow>> {
+        self.files.values()
     }
 
     /// Files that did not load.
-    pub fn rejections(&self) -> &[Rejection] {
-        &self.rejections
+    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.rejections.values()
     }
 
     /// Comma-separated names, for "unknown workflow" messages.
     pub fn names(&self) -> String {
-        if self.workflows.is_empty() {
+        if self.current.is_empty() {
             "(none)".into()
         } else {
-            self.workflows
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.current.keys().cloned().collect::<Vec<_>>().join(", ")
         }
     }
 }

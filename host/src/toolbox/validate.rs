@@ -34,9 +34,19 @@ pub async fn load_component(
         );
     }
     let bytes = std::fs::read(path).context("cannot read the file")?;
+    // A file still being written (a plain `cp`) changes under us: refuse it
+    // now; the watcher sees the write finish and loads it then.
+    let after = std::fs::metadata(path).context("cannot read the file")?;
+    if after.len() != bytes.len() as u64 || after.modified().ok() != meta.modified().ok() {
+        bail!(
+            "the file changed while it was read (still being written?); it will be loaded once complete"
+        );
+    }
     let digest = super::digest(&bytes);
     let rt = runtime.clone();
-    let component = tokio::task::spawn_blocking(move || rt.compile(&bytes)).await??;
+    let d = digest.clone();
+    let (component, cache) = tokio::task::spawn_blocking(move || rt.load(&d, &bytes)).await??;
+    tracing::debug!(path = %path.display(), ?cache, "component compiled");
     let pre = runtime.prepare(&component)?;
     let info = describe(runtime, &pre, config).await?;
     let params = check_info(&info, config)?;
@@ -45,6 +55,7 @@ pub async fn load_component(
         digest,
         path: path.to_path_buf(),
         size: meta.len(),
+        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
         pre,
         params: Arc::new(params),
     })
@@ -80,6 +91,7 @@ pub async fn describe(
         pre: pre.clone(),
         tools: ToolGrant::default(),
         workspace: Workspace::open(scratch.path(), 0)?,
+        tool_home: scratch.path().join("home"),
         artifacts_dir: scratch.path().join("artifacts"),
         journal: journal.clone(),
         stop: StopSignal::new(),
