@@ -15,7 +15,8 @@ commands:
   build-plugins           build plugins/ for wasm32-wasip2 into toolbox/
   build-test-components   build tests/components/ into target/test-toolbox/
   setup                   install the rust targets and cargo-component when missing
-  lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces";
+  lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
+  bench                   build in release and run the benchmarks (report: target/bench/report.md)";
 
 /// Plugins copied into `toolbox/`.
 const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment"];
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Some("build-test-components") => setup_targets().and_then(|()| build_test_components()),
         Some("setup") => setup(),
         Some("lint") => lint(),
+        Some("bench") => bench(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -182,8 +184,24 @@ fn test(extra: &[String]) -> Result<()> {
         "target/plugins-native",
     ]))?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).args(extra);
+    // The benchmarks are not tests: `cargo xtask bench` runs them.
+    cmd.args(["test", "--workspace", "--exclude", "toolhost-bench"])
+        .args(extra);
     run(&mut cmd)
+}
+
+fn bench() -> Result<()> {
+    setup_targets()?;
+    build_plugins()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "toolhost",
+        "--package",
+        "toolhost-bench",
+    ]))?;
+    run(&mut Command::new(root().join("target/release/toolhost-bench")).current_dir(root()))
 }
 
 fn lint() -> Result<()> {

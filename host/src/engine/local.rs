@@ -102,6 +102,59 @@ impl LocalEngine {
             })
     }
 
+    /// Builds the shared context of run `run_id` of `wf`: grants, workspace
+    /// (`<scratch>/workspace`, which must exist), tool home, journal
+    /// (`<run_dir>/log.jsonl`) and clocks.
+    pub fn context(
+        &self,
+        wf: &crate::toolbox::LoadedWorkflow,
+        run_id: &str,
+        scratch: &std::path::Path,
+        run_dir: &std::path::Path,
+        workflow_start_ms: u64,
+        observer: Option<Observer>,
+    ) -> Result<Arc<RunContext>, StartError> {
+        let journal = Arc::new(
+            RunJournal::create(
+                &run_dir.join("log.jsonl"),
+                self.config.limits.output_quota_mib,
+                self.config.limits.max_findings,
+                observer,
+            )
+            .map_err(|e| StartError::Setup(e.into()))?,
+        );
+        let offered = self
+            .config
+            .verticals
+            .get(&wf.info.vertical)
+            .map(|v| {
+                v.tools
+                    .iter()
+                    .map(|(name, cfg)| (name.clone(), ResolvedTool::resolve(name, cfg)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Arc::new(RunContext {
+            run_id: run_id.to_string(),
+            info: wf.info.clone(),
+            digest: wf.digest.clone(),
+            runtime: self.runtime.clone(),
+            pre: wf.pre.clone(),
+            tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
+            workspace: Workspace::open(
+                &scratch.join("workspace"),
+                self.config.limits.write_quota_mib,
+            )
+            .map_err(|e| StartError::Setup(e.into()))?,
+            tool_home: scratch.join("home"),
+            artifacts_dir: run_dir.join("artifacts"),
+            journal,
+            stop: StopSignal::new(),
+            limits: self.config.limits.clone(),
+            clock: WorkflowClock::new(run_id, workflow_start_ms),
+        }))
+    }
+
     /// Runs a workflow to the end and returns its record (also saved under
     /// `runs/<run-id>/`). Errors only when the run cannot start.
     pub async fn run(&self, req: RunRequest) -> Result<RunRecord, StartError> {
@@ -145,15 +198,15 @@ impl LocalEngine {
                 .with_context(|| format!("cannot create `{}`", run_dir.display()))
                 .map_err(StartError::Setup)?;
 
-            let journal = Arc::new(
-                RunJournal::create(
-                    &run_dir.join("log.jsonl"),
-                    self.config.limits.output_quota_mib,
-                    self.config.limits.max_findings,
-                    req.observer.clone(),
-                )
-                .map_err(|e| StartError::Setup(e.into()))?,
-            );
+            let ctx = self.context(
+                &wf,
+                &run_id,
+                &scratch,
+                &run_dir,
+                workflow_start_ms,
+                req.observer.clone(),
+            )?;
+            let journal = ctx.journal.clone();
             journal.host_log(
                 "info",
                 &format!(
@@ -169,34 +222,6 @@ impl LocalEngine {
             for skipped in &copy.skipped {
                 journal.host_log("warn", &format!("not copied into the workspace: {skipped}"));
             }
-
-            let offered = self
-                .config
-                .verticals
-                .get(&wf.info.vertical)
-                .map(|v| {
-                    v.tools
-                        .iter()
-                        .map(|(name, cfg)| (name.clone(), ResolvedTool::resolve(name, cfg)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let ctx = Arc::new(RunContext {
-                run_id: run_id.clone(),
-                info: wf.info.clone(),
-                digest: wf.digest.clone(),
-                runtime: self.runtime.clone(),
-                pre: wf.pre.clone(),
-                tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
-                workspace: Workspace::open(&workspace_dir, self.config.limits.write_quota_mib)
-                    .map_err(|e| StartError::Setup(e.into()))?,
-                tool_home: scratch.join("home"),
-                artifacts_dir: run_dir.join("artifacts"),
-                journal: journal.clone(),
-                stop: StopSignal::new(),
-                limits: self.config.limits.clone(),
-                clock: WorkflowClock::new(&run_id, workflow_start_ms),
-            });
 
             let timeout_secs = u64::from(wf.info.timeout_secs)
                 .min(self.config.limits.max_timeout_secs)
@@ -272,7 +297,10 @@ impl LocalEngine {
 }
 
 /// Instantiates the workflow and calls `run`, classifying how it ended.
-async fn execute(ctx: &Arc<RunContext>, params_json: &str) -> (RunStatus, Option<String>, Value) {
+pub async fn execute(
+    ctx: &Arc<RunContext>,
+    params_json: &str,
+) -> (RunStatus, Option<String>, Value) {
     let mut store = match new_store(ctx.clone(), CodeKind::Workflow) {
         Ok(s) => s,
         Err(e) => return (RunStatus::Failed, Some(format!("{e:#}")), Value::Null),
