@@ -108,7 +108,7 @@ async fn main() -> Result<()> {
     std::fs::write(config.toolbox.join("hello.wasm"), &hello)?;
     let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
     let toolbox = Toolbox::open(runtime.clone(), config.clone()).await?;
-    let engine = Arc::new(LocalEngine::new(toolbox.clone()));
+    let engine = Arc::new(LocalEngine::new(toolbox.clone())?);
     let wf = toolbox.get("hello").context("hello did not load")?;
     out(format!(
         "pooling allocator: {}\n",

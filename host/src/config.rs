@@ -37,6 +37,9 @@ pub struct HostConfig {
     /// Limits applied to every guest.
     #[serde(default)]
     pub limits: GuestLimits,
+    /// The native tool sandbox.
+    #[serde(default)]
+    pub sandbox: crate::sandbox::detect::SandboxConfig,
     /// Verticals by name.
     #[serde(default)]
     pub verticals: BTreeMap<String, VerticalConfig>,

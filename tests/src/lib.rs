@@ -149,7 +149,7 @@ impl TestHost {
         let toolbox = toolhost::toolbox::load(&runtime, &self.config)
             .await
             .expect("toolbox loads");
-        LocalEngine::new(toolbox)
+        LocalEngine::new(toolbox).expect("sandbox available")
     }
 
     /// The `toolhost` command with this host's config.

@@ -42,6 +42,8 @@ pub struct RunContext {
     pub pre: WorkflowPre<GuestState>,
     /// Tools granted to this run.
     pub tools: ToolGrant,
+    /// How tool processes are confined.
+    pub sandbox: Arc<crate::sandbox::detect::Sandbox>,
     /// The run's private copy of the target.
     pub workspace: Workspace,
     /// HOME (and TMPDIR below it) for the run's tools, outside the workspace.

@@ -37,8 +37,8 @@ pub async fn run_tool(
     options: RunOptions,
 ) -> Result<ToolOutput, ToolError> {
     let cwd_rel = options.cwd.clone().unwrap_or_default();
-    let spec = match prepare(run, tool, &args, options) {
-        Ok(spec) => spec,
+    let (spec, cgroup) = match prepare(run, tool, &args, options) {
+        Ok(prepared) => prepared,
         Err(e) => {
             run.journal.audit(json!({
                 "level": "warn", "source": "tool", "tool": tool, "args": args,
@@ -48,7 +48,10 @@ pub async fn run_tool(
             return Err(e);
         }
     };
-    execute(run, tool, &args, &cwd_rel, spec).await
+    let result = execute(run, tool, &args, &cwd_rel, spec).await;
+    // Kills anything left in the tool's pids cgroup and removes it.
+    drop(cgroup);
+    result
 }
 
 fn refusal(e: &ToolError) -> String {
@@ -66,8 +69,13 @@ fn prepare(
     tool: &str,
     args: &[String],
     options: RunOptions,
-) -> Result<ProcessSpec, ToolError> {
+) -> Result<(ProcessSpec, Option<crate::sandbox::detect::CgroupGuard>), ToolError> {
     let resolved = run.tools.check(tool).map_err(ToolError::NotPermitted)?;
+    if !run.sandbox.available() {
+        return Err(ToolError::NotPermitted(
+            "no tools are available here".into(),
+        ));
+    }
     let program = resolved
         .program
         .clone()
@@ -130,15 +138,22 @@ fn prepare(
         .map_or(resolved.timeout, |t| t.min(resolved.timeout));
     let mut full_args = resolved.fixed_args.clone();
     full_args.extend(args.iter().cloned());
-    Ok(ProcessSpec {
-        program,
-        args: full_args,
-        env,
-        cwd,
-        stdin: options.stdin,
-        timeout,
-        output_limit: resolved.output_limit,
-    })
+    let (plan, cgroup) = run
+        .sandbox
+        .plan(resolved, run.workspace.root(), &home, &run.run_id);
+    Ok((
+        ProcessSpec {
+            program,
+            args: full_args,
+            env,
+            cwd,
+            stdin: options.stdin,
+            timeout,
+            output_limit: resolved.output_limit,
+            sandbox: Some((run.sandbox.helper().to_path_buf(), plan)),
+        },
+        cgroup,
+    ))
 }
 
 /// Runs a prepared tool process and audits how it ended.

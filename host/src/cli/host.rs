@@ -83,7 +83,7 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
 
     let shutdown = CancellationToken::new();
     let state = AppState {
-        engine: Arc::new(LocalEngine::new(toolbox)),
+        engine: Arc::new(LocalEngine::new(toolbox)?),
         shutdown: shutdown.clone(),
     };
     let app = axum::Router::new()

@@ -2,6 +2,7 @@
 //! exit codes. It calls the engine and toolbox; it never runs guest code or
 //! tools itself.
 
+mod doctor;
 mod host;
 mod inspect;
 mod new;
@@ -92,6 +93,8 @@ enum Command {
     Findings(inspect::FindingsArgs),
     /// Create a new workflow crate that builds with `cargo component build`.
     New(new::NewArgs),
+    /// Report what the tool sandbox can enforce here, and which tools exist.
+    Doctor(doctor::DoctorArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -101,6 +104,13 @@ enum Command {
 
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
+    // Internal entry points, before anything else starts (no threads yet).
+    let mut raw = std::env::args().skip(1);
+    match raw.next().as_deref() {
+        Some("__sandbox") => crate::sandbox::supervisor::main(raw.collect()),
+        Some("__sandbox-probe") => crate::sandbox::supervisor::probe_main(),
+        _ => {}
+    }
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Host(_))
         || matches!(&cli.command, Command::Workflows(w) if w.watch());
@@ -129,6 +139,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Validate(args) => inspect::validate(&g, args).await,
         Command::Findings(args) => inspect::findings(&g, args),
         Command::New(args) => new::new(args),
+        Command::Doctor(args) => doctor::doctor(&g, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -96,7 +96,7 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     let params = params::build(file, &args.params, &wf.info.parameters_schema)
         .map_err(|e| CliError::with_code(exit::USAGE, e))?;
 
-    let engine = LocalEngine::new(toolbox);
+    let engine = LocalEngine::new(toolbox)?;
     engine.check_params(&args.workflow, &params).map_err(|e| {
         CliError::with_code(
             exit::USAGE,

@@ -18,6 +18,7 @@ use crate::config::HostConfig;
 use crate::runtime::Runtime;
 use crate::runtime::clocks::WorkflowClock;
 use crate::runtime::state::{CodeKind, new_store};
+use crate::sandbox::detect::Sandbox;
 use crate::sandbox::policy::{ResolvedTool, ToolGrant};
 use crate::storage::{BlobStore, LocalStore};
 use crate::toolbox::{Registry, Toolbox};
@@ -53,19 +54,28 @@ pub struct LocalEngine {
     toolbox: Arc<Toolbox>,
     config: HostConfig,
     store: LocalStore,
+    sandbox: Arc<Sandbox>,
 }
 
 impl LocalEngine {
-    /// An engine over `toolbox`, writing records under its config's `data_dir`.
-    pub fn new(toolbox: Arc<Toolbox>) -> Self {
+    /// An engine over `toolbox`, writing records under its config's
+    /// `data_dir`. Fails when the tool sandbox cannot be set up as configured.
+    pub fn new(toolbox: Arc<Toolbox>) -> anyhow::Result<Self> {
         let config = toolbox.config().clone();
         let store = LocalStore::new(&config.data_dir);
-        LocalEngine {
+        let sandbox = Arc::new(Sandbox::new(&config.sandbox)?);
+        Ok(LocalEngine {
             runtime: toolbox.runtime().clone(),
             toolbox,
             config,
             store,
-        }
+            sandbox,
+        })
+    }
+
+    /// The tool sandbox.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
     }
 
     /// The blob store holding run records.
@@ -141,6 +151,7 @@ impl LocalEngine {
             runtime: self.runtime.clone(),
             pre: wf.pre.clone(),
             tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
+            sandbox: self.sandbox.clone(),
             workspace: Workspace::open(
                 &scratch.join("workspace"),
                 self.config.limits.write_quota_mib,

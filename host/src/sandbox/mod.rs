@@ -2,5 +2,7 @@
 //! process is started, bounded and killed (process). It knows nothing about
 //! WebAssembly or runs; capabilities call it with a fully checked request.
 
+pub mod detect;
 pub mod policy;
 pub mod process;
+pub mod supervisor;

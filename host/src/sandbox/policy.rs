@@ -31,9 +31,28 @@ pub struct ToolConfig {
     /// Cap on captured stdout and on captured stderr, in MiB each.
     #[serde(default = "default_output_limit")]
     pub output_limit_mib: u64,
-    /// Whether the tool may use the network.
+    /// Whether the tool may use the network (otherwise it runs in an empty
+    /// network namespace).
     #[serde(default)]
     pub network: bool,
+    /// Extra paths the tool may read and execute (`~/` = host home), e.g. a toolchain.
+    #[serde(default)]
+    pub read_paths: Vec<String>,
+    /// Extra paths the tool may write (besides the workspace and its home).
+    #[serde(default)]
+    pub write_paths: Vec<String>,
+    /// Processes one invocation may have (default: `[sandbox] max_processes`).
+    #[serde(default)]
+    pub max_processes: Option<u64>,
+    /// Largest file it may write, in MiB (default: `[sandbox] max_file_mib`).
+    #[serde(default)]
+    pub max_file_mib: Option<u64>,
+    /// CPU seconds (RLIMIT_CPU), unlimited by default.
+    #[serde(default)]
+    pub cpu_secs: Option<u64>,
+    /// Address space in MiB (RLIMIT_AS), unlimited by default.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
 }
 
 fn default_timeout() -> u64 {
@@ -76,6 +95,18 @@ pub struct ResolvedTool {
     pub output_limit: usize,
     /// Network allowed.
     pub network: bool,
+    /// Extra read/exec paths (unexpanded).
+    pub read_paths: Vec<String>,
+    /// Extra writable paths (unexpanded).
+    pub write_paths: Vec<String>,
+    /// Process limit override.
+    pub max_processes: Option<u64>,
+    /// File size limit override, MiB.
+    pub max_file_mib: Option<u64>,
+    /// RLIMIT_CPU.
+    pub cpu_secs: Option<u64>,
+    /// RLIMIT_AS in MiB.
+    pub memory_mib: Option<u64>,
 }
 
 impl ResolvedTool {
@@ -109,6 +140,12 @@ impl ResolvedTool {
             output_limit: usize::try_from(config.output_limit_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
             network: config.network,
+            read_paths: config.read_paths.clone(),
+            write_paths: config.write_paths.clone(),
+            max_processes: config.max_processes,
+            max_file_mib: config.max_file_mib,
+            cpu_secs: config.cpu_secs,
+            memory_mib: config.memory_mib,
         }
     }
 }
@@ -207,6 +244,12 @@ mod tests {
             timeout_secs: 5,
             output_limit_mib: 1,
             network: false,
+            read_paths: vec![],
+            write_paths: vec![],
+            max_processes: None,
+            max_file_mib: None,
+            cpu_secs: None,
+            memory_mib: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     /// Per-stream capture cap in bytes.
     pub output_limit: usize,
+    /// Run under the supervisor (`toolhost __sandbox`) with this plan.
+    pub sandbox: Option<(PathBuf, super::supervisor::SandboxPlan)>,
 }
 
 /// How a tool process ended.
@@ -79,7 +81,17 @@ pub async fn run_process(
     spec: &ProcessSpec,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<ProcessOutcome, ProcessError> {
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = match &spec.sandbox {
+        Some((helper, plan)) => {
+            let mut c = Command::new(helper);
+            c.arg("__sandbox")
+                .arg(serde_json::to_string(plan).unwrap_or_default())
+                .arg("--")
+                .arg(&spec.program);
+            c
+        }
+        None => Command::new(&spec.program),
+    };
     cmd.args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -222,6 +234,7 @@ mod tests {
             stdin: None,
             timeout: Duration::from_secs(10),
             output_limit: 1024,
+            sandbox: None,
         }
     }
 

@@ -90,6 +90,7 @@ pub async fn describe(
         runtime: runtime.clone(),
         pre: pre.clone(),
         tools: ToolGrant::default(),
+        sandbox: Arc::new(crate::sandbox::detect::Sandbox::unavailable()),
         workspace: Workspace::open(scratch.path(), 0)?,
         tool_home: scratch.path().join("home"),
         artifacts_dir: scratch.path().join("artifacts"),

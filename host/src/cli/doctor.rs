@@ -1,0 +1,60 @@
+//! `toolhost doctor`: what the tool sandbox can enforce on this machine,
+//! and whether the configured tools are installed.
+
+use clap::Args;
+
+use super::{GlobalArgs, exit, load_config};
+use crate::sandbox::detect::{Sandbox, SandboxConfig, SandboxMode};
+use crate::sandbox::policy::find_program;
+
+/// Arguments of `toolhost doctor`.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {}
+
+pub(super) fn doctor(g: &GlobalArgs, _args: DoctorArgs) -> anyhow::Result<u8> {
+    let config = load_config(g)?;
+    // Probe in degraded mode so every mechanism is reported, then judge.
+    let probe = Sandbox::new(&SandboxConfig {
+        mode: SandboxMode::Degraded,
+        ..config.sandbox.clone()
+    })?;
+    println!("sandbox supervisor: {}", probe.helper().display());
+    println!("mechanisms:");
+    for (name, p) in probe.support().mechanisms() {
+        println!(
+            "  {:<18} {:<4} {}",
+            name,
+            if p.ok { "ok" } else { "NO" },
+            p.detail
+        );
+    }
+    println!("tools:");
+    for (vname, v) in &config.verticals {
+        for (tname, t) in &v.tools {
+            match find_program(&t.command) {
+                Ok(p) => println!("  {vname}/{tname:<16} ok   {}", p.display()),
+                Err(e) => println!("  {vname}/{tname:<16} NO   {e}"),
+            }
+        }
+    }
+    let mode = match config.sandbox.mode {
+        SandboxMode::Enforce => "enforce",
+        SandboxMode::Degraded => "degraded",
+    };
+    if probe.missing().is_empty() {
+        println!("verdict: the sandbox is fully enforced (mode {mode})");
+        Ok(exit::OK)
+    } else if config.sandbox.mode == SandboxMode::Degraded {
+        println!(
+            "verdict: degraded; tools run without: {}",
+            probe.missing().join("; ")
+        );
+        Ok(exit::OK)
+    } else {
+        println!(
+            "verdict: mode \"enforce\" but missing: {}; hosts will refuse to start",
+            probe.missing().join("; ")
+        );
+        Ok(exit::INVALID_COMPONENT)
+    }
+}

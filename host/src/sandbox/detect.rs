@@ -1,0 +1,349 @@
+//! What the native sandbox can enforce on this machine, and the decision to
+//! run with it: in `enforce` mode a host refuses to start when a mechanism
+//! is missing; in `degraded` mode it runs with what is available and says
+//! so in its log. Detection runs the supervisor's probe in a throwaway
+//! process, so it tests the real thing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::policy::ResolvedTool;
+use super::supervisor::{CGROUP_PIDS_ROOT, ProcessLimits, SandboxPlan};
+
+/// `[sandbox]` in the host config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// `enforce` (refuse to start without every mechanism) or `degraded`.
+    pub mode: SandboxMode,
+    /// Paths every tool may read and execute (system libraries and tools).
+    pub system_paths: Vec<String>,
+    /// Processes (threads included) one tool invocation may have at once.
+    pub max_processes: u64,
+    /// Largest file a tool may write, in MiB.
+    pub max_file_mib: u64,
+    /// Open files per tool process.
+    pub max_open_files: u64,
+}
+
+/// How strictly the sandbox is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every mechanism must work, or the host does not start.
+    #[default]
+    Enforce,
+    /// Use what works; log what does not.
+    Degraded,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            mode: SandboxMode::Enforce,
+            system_paths: [
+                "/usr",
+                "/lib",
+                "/lib64",
+                "/lib32",
+                "/bin",
+                "/sbin",
+                "/opt",
+                "/etc/ld.so.cache",
+                "/etc/ld.so.conf",
+                "/etc/ld.so.conf.d",
+                "/etc/localtime",
+                "/etc/ssl",
+                "/etc/ca-certificates",
+                "/etc/alternatives",
+                "/etc/passwd",
+                "/etc/group",
+                "/etc/nsswitch.conf",
+                "/etc/hosts",
+                "/etc/resolv.conf",
+                "/etc/mime.types",
+                "/dev/null",
+                "/dev/zero",
+                "/dev/urandom",
+                "/dev/random",
+                "/dev/full",
+                "/proc/self",
+                "/proc/cpuinfo",
+                "/proc/meminfo",
+                "/proc/stat",
+                "/sys/devices/system/cpu",
+                "/sys/fs/cgroup",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            max_processes: 1024,
+            max_file_mib: 4096,
+            max_open_files: 4096,
+        }
+    }
+}
+
+/// Result of the probe: mechanism -> (works, detail).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Support {
+    mechanisms: std::collections::BTreeMap<String, Probe>,
+}
+
+/// One probed mechanism.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Probe {
+    /// It works here.
+    pub ok: bool,
+    /// What was observed.
+    pub detail: String,
+}
+
+impl Support {
+    fn ok(&self, name: &str) -> bool {
+        self.mechanisms.get(name).is_some_and(|p| p.ok)
+    }
+
+    /// Every probed mechanism.
+    pub fn mechanisms(&self) -> impl Iterator<Item = (&String, &Probe)> {
+        self.mechanisms.iter()
+    }
+}
+
+/// The sandbox as this host will apply it.
+#[derive(Debug)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    helper: PathBuf,
+    support: Support,
+    landlock: bool,
+    netns: bool,
+    pidns: bool,
+    cgroup: bool,
+    missing: Vec<String>,
+    counter: AtomicU64,
+    available: bool,
+}
+
+/// Finds the `toolhost` binary that serves as the supervisor.
+pub fn find_helper() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TOOLHOST_SANDBOX_HELPER") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    if exe.file_name().is_some_and(|n| n == "toolhost") {
+        return Ok(exe);
+    }
+    // Tests and benchmarks: the binary sits next to (or one up from) them.
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("toolhost");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "cannot find the `toolhost` binary used to supervise tools; build it or set TOOLHOST_SANDBOX_HELPER"
+    )
+}
+
+impl Sandbox {
+    /// Probes the machine and decides; fails in `enforce` mode when a
+    /// mechanism is missing.
+    pub fn new(config: &SandboxConfig) -> Result<Self> {
+        let helper = find_helper()?;
+        let out = std::process::Command::new(&helper)
+            .arg("__sandbox-probe")
+            .output()
+            .with_context(|| format!("cannot run the sandbox probe `{}`", helper.display()))?;
+        let mechanisms = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "the sandbox probe failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        let support = Support { mechanisms };
+        let root = support.ok("root");
+        let landlock = support.ok("landlock");
+        let netns = support.ok("network_namespace");
+        let pidns = support.ok("pid_namespace");
+        let cgroup = support.ok("pids_cgroup");
+        let mut missing = Vec::new();
+        for (ok, name) in [
+            (landlock, "landlock (filesystem confinement)"),
+            (netns, "network namespace (no network unless granted)"),
+            (
+                pidns,
+                "PID namespace (no tool descendant outlives the tool)",
+            ),
+        ] {
+            if !ok {
+                missing.push(name.to_string());
+            }
+        }
+        // Root is exempt from RLIMIT_NPROC: a fork bomb needs the pids cgroup.
+        if root && !cgroup {
+            missing.push("pids cgroup (process limit; RLIMIT_NPROC does not bind root)".into());
+        }
+        if !missing.is_empty() {
+            match config.mode {
+                SandboxMode::Enforce => bail!(
+                    "the tool sandbox cannot be enforced on this machine; missing: {}. Fix the machine (see `toolhost doctor`), or set [sandbox] mode = \"degraded\" in the host config to run tools with what is available",
+                    missing.join("; ")
+                ),
+                SandboxMode::Degraded => tracing::warn!(
+                    "sandbox = \"degraded\": tools run without {}",
+                    missing.join("; ")
+                ),
+            }
+        }
+        Ok(Sandbox {
+            config: config.clone(),
+            helper,
+            support,
+            landlock,
+            netns,
+            pidns,
+            cgroup,
+            missing,
+            counter: AtomicU64::new(0),
+            available: true,
+        })
+    }
+
+    /// A sandbox that refuses every tool (for `describe`, which gets none).
+    pub fn unavailable() -> Self {
+        Sandbox {
+            config: SandboxConfig::default(),
+            helper: PathBuf::new(),
+            support: Support::default(),
+            landlock: false,
+            netns: false,
+            pidns: false,
+            cgroup: false,
+            missing: vec!["everything".into()],
+            counter: AtomicU64::new(0),
+            available: false,
+        }
+    }
+
+    /// False for [`Sandbox::unavailable`].
+    pub fn available(&self) -> bool {
+        self.available
+    }
+
+    /// What was probed.
+    pub fn support(&self) -> &Support {
+        &self.support
+    }
+
+    /// Mechanisms not applied (empty when fully enforced).
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// The supervisor binary.
+    pub fn helper(&self) -> &Path {
+        &self.helper
+    }
+
+    /// The plan for one invocation of `tool`, with the pids cgroup created.
+    pub fn plan(
+        &self,
+        tool: &ResolvedTool,
+        workspace: &Path,
+        home: &Path,
+        run_id: &str,
+    ) -> (SandboxPlan, Option<CgroupGuard>) {
+        let home_dir = std::env::var_os("HOME").map(PathBuf::from);
+        let expand = |p: &String| -> PathBuf {
+            match (p.strip_prefix("~/"), &home_dir) {
+                (Some(rest), Some(h)) => h.join(rest),
+                _ => PathBuf::from(p),
+            }
+        };
+        let mut read_paths: Vec<PathBuf> = self.config.system_paths.iter().map(expand).collect();
+        read_paths.extend(tool.read_paths.iter().map(expand));
+        if let Ok(program) = &tool.program {
+            // The tool's own executable (and its directory, for siblings).
+            if let Some(dir) = program.parent() {
+                read_paths.push(dir.to_path_buf());
+            }
+        }
+        let mut write_paths = vec![workspace.to_path_buf(), home.to_path_buf()];
+        write_paths.extend(tool.write_paths.iter().map(expand));
+        let max_processes = tool.max_processes.unwrap_or(self.config.max_processes);
+        let cgroup = if self.cgroup {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            CgroupGuard::create(
+                &format!("{run_id}-{}-{n}", std::process::id()),
+                max_processes,
+            )
+            .ok()
+        } else {
+            None
+        };
+        let plan = SandboxPlan {
+            read_paths,
+            write_paths,
+            landlock: self.landlock,
+            isolate_network: self.netns && !tool.network,
+            pid_namespace: self.pidns,
+            cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
+            limits: ProcessLimits {
+                cpu_secs: tool.cpu_secs,
+                address_space: tool.memory_mib.map(|m| m << 20),
+                file_size: Some(tool.max_file_mib.unwrap_or(self.config.max_file_mib) << 20),
+                open_files: Some(self.config.max_open_files),
+                processes: Some(max_processes),
+            },
+        };
+        (plan, cgroup)
+    }
+}
+
+/// A pids cgroup for one tool invocation; dropping it kills whatever is
+/// left inside and removes it.
+#[derive(Debug)]
+pub struct CgroupGuard {
+    dir: PathBuf,
+}
+
+impl CgroupGuard {
+    fn create(name: &str, max: u64) -> std::io::Result<Self> {
+        let dir = PathBuf::from(CGROUP_PIDS_ROOT).join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("pids.max"), max.to_string())?;
+        Ok(CgroupGuard { dir })
+    }
+
+    /// Processes still in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() && std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        tracing::warn!(dir = %self.dir.display(), "could not remove a tool's pids cgroup");
+    }
+}

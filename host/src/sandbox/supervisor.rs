@@ -1,0 +1,267 @@
+//! The tool supervisor: `toolhost __sandbox <plan> -- <program> <args...>`.
+//!
+//! The host never confines a tool from inside its own (multi-threaded)
+//! process. It starts this small, single-threaded helper instead, which
+//! joins the run's pids cgroup, sets rlimits, enters new PID and network
+//! namespaces, forks the tool as PID 1 of its namespace (so when the tool
+//! ends or is killed, the kernel kills every descendant: a double-forked
+//! daemon cannot escape), applies landlock in the child, and execs the tool.
+//! It exits with the tool's exit code, or dies of the tool's signal.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use landlock::{
+    ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    path_beneath_rules,
+};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, execv, fork, getpid};
+use serde::{Deserialize, Serialize};
+
+/// The landlock ABI the rules are written for (fully enforced on ABI >= 5).
+pub const LANDLOCK_ABI: ABI = ABI::V5;
+
+/// What the supervisor applies to one tool process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SandboxPlan {
+    /// Paths readable and executable (toolchain, system libraries).
+    pub read_paths: Vec<PathBuf>,
+    /// Paths readable and writable (workspace, tool home).
+    pub write_paths: Vec<PathBuf>,
+    /// Apply landlock (fail when it cannot be fully enforced).
+    pub landlock: bool,
+    /// New network namespace (no network at all) unless the tool may use it.
+    pub isolate_network: bool,
+    /// New PID namespace.
+    pub pid_namespace: bool,
+    /// pids cgroup directory to join (created by the host).
+    pub cgroup: Option<PathBuf>,
+    /// rlimits.
+    pub limits: ProcessLimits,
+}
+
+/// rlimits for a tool (None = inherit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessLimits {
+    /// RLIMIT_CPU seconds.
+    pub cpu_secs: Option<u64>,
+    /// RLIMIT_AS bytes.
+    pub address_space: Option<u64>,
+    /// RLIMIT_FSIZE bytes.
+    pub file_size: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub open_files: Option<u64>,
+    /// RLIMIT_NPROC (per user; not enforced for root: the pids cgroup is).
+    pub processes: Option<u64>,
+}
+
+fn fail(msg: String) -> ! {
+    eprintln!("toolhost sandbox: {msg}");
+    std::process::exit(126)
+}
+
+/// Entry point of `toolhost __sandbox`; never returns.
+pub fn main(args: Vec<String>) -> ! {
+    let (plan, program, argv) = match parse(&args) {
+        Ok(p) => p,
+        Err(e) => fail(e),
+    };
+    if let Err(e) = prepare(&plan) {
+        fail(e);
+    }
+    // SAFETY: the supervisor is single-threaded (it is a fresh process that
+    // only parsed its arguments), so the child may allocate and run
+    // arbitrary code before `execv`.
+    #[allow(unsafe_code)]
+    let forked = unsafe { fork() };
+    match forked {
+        Ok(ForkResult::Child) => child(&plan, &program, &argv),
+        Ok(ForkResult::Parent { child }) => parent(child),
+        Err(e) => fail(format!("fork failed: {e}")),
+    }
+}
+
+fn parse(args: &[String]) -> Result<(SandboxPlan, CString, Vec<CString>), String> {
+    let plan: SandboxPlan = serde_json::from_str(args.first().ok_or("missing plan")?)
+        .map_err(|e| format!("bad plan: {e}"))?;
+    if args.get(1).map(String::as_str) != Some("--") || args.len() < 3 {
+        return Err("usage: toolhost __sandbox <plan> -- <program> [args...]".into());
+    }
+    let cstr = |s: &String| CString::new(s.as_bytes()).map_err(|_| "NUL in argument".to_string());
+    let program = cstr(&args[2])?;
+    let argv = args[2..].iter().map(cstr).collect::<Result<Vec<_>, _>>()?;
+    Ok((plan, program, argv))
+}
+
+/// Steps applied to the supervisor itself (inherited by the tool).
+fn prepare(plan: &SandboxPlan) -> Result<(), String> {
+    if let Some(cg) = &plan.cgroup {
+        std::fs::write(cg.join("cgroup.procs"), getpid().to_string())
+            .map_err(|e| format!("cannot join pids cgroup {}: {e}", cg.display()))?;
+    }
+    let l = &plan.limits;
+    let set = |r: Resource, v: Option<u64>| -> Result<(), String> {
+        match v {
+            Some(v) => setrlimit(r, v, v).map_err(|e| format!("setrlimit {r:?}: {e}")),
+            None => Ok(()),
+        }
+    };
+    set(Resource::RLIMIT_CORE, Some(0))?;
+    set(Resource::RLIMIT_CPU, l.cpu_secs)?;
+    set(Resource::RLIMIT_AS, l.address_space)?;
+    set(Resource::RLIMIT_FSIZE, l.file_size)?;
+    set(Resource::RLIMIT_NOFILE, l.open_files)?;
+    set(Resource::RLIMIT_NPROC, l.processes)?;
+    let mut flags = CloneFlags::empty();
+    if plan.pid_namespace {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    if plan.isolate_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if !flags.is_empty() {
+        unshare(flags).map_err(|e| format!("cannot create namespaces ({flags:?}): {e}"))?;
+    }
+    Ok(())
+}
+
+fn child(plan: &SandboxPlan, program: &CString, argv: &[CString]) -> ! {
+    // If the supervisor dies (killed with its group), so does the tool, and
+    // with it, as PID 1 of its namespace, every descendant.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if plan.landlock
+        && let Err(e) = restrict(plan)
+    {
+        fail(e);
+    }
+    match execv(program, argv) {
+        Err(e) => {
+            eprintln!("toolhost sandbox: cannot execute {program:?}: {e}");
+            std::process::exit(127)
+        }
+        Ok(never) => match never {},
+    }
+}
+
+/// Applies the landlock ruleset to the calling process.
+pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
+    let abi = LANDLOCK_ABI;
+    let existing = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        paths.iter().filter(|p| p.exists()).cloned().collect()
+    };
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.create())
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                existing(&plan.read_paths),
+                AccessFs::from_read(abi),
+            ))
+        })
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                existing(&plan.write_paths),
+                AccessFs::from_all(abi),
+            ))
+        })
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("landlock: {e}"))?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        return Err(format!(
+            "landlock is not fully enforced on this kernel ({:?}); use sandbox mode \"degraded\" to run anyway",
+            status.ruleset
+        ));
+    }
+    Ok(())
+}
+
+fn parent(child: Pid) -> ! {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                // Die of the same signal so the host sees how the tool ended.
+                // SAFETY: installing the default disposition (no handler
+                // function) cannot violate any invariant of this process.
+                #[allow(unsafe_code)]
+                let _ =
+                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+                let _ = kill(getpid(), sig);
+                std::process::exit(128 + sig as i32)
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => fail(format!("waitpid: {e}")),
+        }
+    }
+}
+
+/// `toolhost __sandbox-probe`: tries each mechanism in this throwaway
+/// process and prints what works, as JSON.
+pub fn probe_main() -> ! {
+    let mut report = serde_json::Map::new();
+    let mut put = |k: &str, ok: bool, detail: String| {
+        report.insert(k.into(), serde_json::json!({"ok": ok, "detail": detail}));
+    };
+    let root = nix::unistd::geteuid().is_root();
+    put(
+        "root",
+        root,
+        if root {
+            "running as root".into()
+        } else {
+            "unprivileged".into()
+        },
+    );
+    match setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        Ok(()) => put("rlimits", true, "setrlimit works".into()),
+        Err(e) => put("rlimits", false, e.to_string()),
+    }
+    let cg = PathBuf::from(CGROUP_PIDS_ROOT).join(format!("probe-{}", getpid()));
+    let cg_result = std::fs::create_dir_all(&cg)
+        .and_then(|()| std::fs::write(cg.join("pids.max"), "64"))
+        .map(|()| ());
+    let _ = std::fs::remove_dir(&cg);
+    match cg_result {
+        Ok(()) => put(
+            "pids_cgroup",
+            true,
+            format!("{CGROUP_PIDS_ROOT} is writable"),
+        ),
+        Err(e) => put("pids_cgroup", false, format!("{CGROUP_PIDS_ROOT}: {e}")),
+    }
+    match unshare(CloneFlags::CLONE_NEWNET) {
+        Ok(()) => put(
+            "network_namespace",
+            true,
+            "unshare(CLONE_NEWNET) works".into(),
+        ),
+        Err(e) => put("network_namespace", false, e.to_string()),
+    }
+    match unshare(CloneFlags::CLONE_NEWPID) {
+        Ok(()) => put("pid_namespace", true, "unshare(CLONE_NEWPID) works".into()),
+        Err(e) => put("pid_namespace", false, e.to_string()),
+    }
+    let plan = SandboxPlan {
+        read_paths: vec![PathBuf::from("/usr")],
+        landlock: true,
+        ..Default::default()
+    };
+    match restrict(&plan) {
+        Ok(()) => put(
+            "landlock",
+            true,
+            format!("fully enforced (rules for ABI {})", LANDLOCK_ABI as i32),
+        ),
+        Err(e) => put("landlock", false, e),
+    }
+    println!("{}", serde_json::Value::Object(report));
+    std::process::exit(0)
+}
+
+/// Where per-tool pids cgroups are created (cgroup v1 pids hierarchy).
+pub const CGROUP_PIDS_ROOT: &str = "/sys/fs/cgroup/pids/toolhost";
