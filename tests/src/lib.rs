@@ -96,6 +96,11 @@ command = "sh"
 env = ["PATH", "PROBE_VAR"]
 timeout_secs = 30
 output_limit_mib = 1
+max_processes = 64
+max_file_mib = 1
+[verticals.test.tools.python3]
+command = "/usr/bin/python3"
+timeout_secs = 30
 [verticals.test.tools.cat]
 command = "cat"
 [verticals.test.tools.true]
@@ -145,7 +150,12 @@ impl TestHost {
 
     /// Loads the toolbox and returns an engine over it.
     pub async fn engine(&self) -> LocalEngine {
-        let runtime = Runtime::new(&EngineOptions::for_host(&self.config)).expect("runtime");
+        // One compile cache for the whole test suite.
+        let options = EngineOptions {
+            cache_dir: Some(repo().join("target/test-compile-cache")),
+            ..EngineOptions::for_host(&self.config)
+        };
+        let runtime = Runtime::new(&options).expect("runtime");
         let toolbox = toolhost::toolbox::load(&runtime, &self.config)
             .await
             .expect("toolbox loads");

@@ -21,7 +21,7 @@ commands:
 /// Plugins copied into `toolbox/`.
 const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment"];
 /// Test components copied into `target/test-toolbox/`.
-const TEST_COMPONENTS: &[&str] = &["probe"];
+const TEST_COMPONENTS: &[&str] = &["probe", "describe_trap", "bad_schema"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -55,6 +55,10 @@ pub enum Action {
         count: u32,
         size: u32,
     },
+    Print {
+        count: u32,
+        size: u32,
+    },
     Progress {
         count: u32,
     },
@@ -87,7 +91,7 @@ impl Workflow for Probe {
     const VERSION: &'static str = "0.1.0";
     const DESCRIPTION: &'static str = "Test probe: performs the listed actions.";
     const VERTICAL: &'static str = "test";
-    const TOOLS: &'static [&'static str] = &["sleep", "sh", "cat", "true", "env"];
+    const TOOLS: &'static [&'static str] = &["sleep", "sh", "cat", "true", "env", "python3"];
     const TIMEOUT_SECS: u32 = 20;
 
     type Params = Params;
@@ -203,6 +207,13 @@ fn perform(ctx: Option<&Context>, action: Action) -> Result<Value> {
             let line = "x".repeat(size as usize);
             for _ in 0..count {
                 toolhost_sdk::log::info!("{line}");
+            }
+            json!({"ok": count})
+        }
+        Action::Print { count, size } => {
+            let line = "p".repeat(size as usize);
+            for _ in 0..count {
+                println!("{line}");
             }
             json!({"ok": count})
         }
