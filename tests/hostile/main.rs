@@ -664,3 +664,13 @@ async fn params_of_the_wrong_types() {
     assert!(!errors.is_empty());
     still_serves(&engine).await;
 }
+
+#[tokio::test]
+async fn guest_burns_fuel() {
+    let host = TestHost::new(&["probe", "hello"], "fuel = 50000000");
+    let engine = host.engine().await;
+    let (record, _) = attack(&engine, json!([{"op": "loop"}])).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert!(record.error.unwrap().contains("fuel"));
+    still_serves(&engine).await;
+}

@@ -313,3 +313,93 @@ fn a_new_workflow_builds_with_cargo_component_and_runs() {
     );
     assert_eq!(c, 0, "{err}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
+    let host = TestHost::new(&["probe", "hello"], "");
+    let port = free_port();
+    let mut child = host
+        .cli()
+        .args(["host", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = Instant::now();
+    while http(port, "GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "host never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let health = http(port, "GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    assert!(health.contains("\"workflows\":2"), "{health}");
+
+    let target = fixture("clean_crate");
+    let body =
+        serde_json::json!({"workflow": "hello", "target": target, "params": {"name": "http"}})
+            .to_string();
+    let resp = http(
+        port,
+        &format!("POST /runs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+    )
+    .unwrap();
+    assert!(resp.contains("hello, http!"), "{resp}");
+
+    // A long tool run in flight when the host is asked to stop.
+    let body = serde_json::json!({"workflow": "probe", "target": target, "params": {"actions": [
+        {"op": "tool", "tool": "sleep", "args": ["985.5"]}]}})
+    .to_string();
+    let request = format!(
+        "POST /runs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let in_flight = std::thread::spawn(move || http(port, &request));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_with_cmdline(&["/usr/bin/sleep", "985.5"]).is_empty()
+        && pids_with_cmdline(&["/bin/sleep", "985.5"]).is_empty()
+    {
+        assert!(Instant::now() < deadline, "the tool never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopping = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(15));
+    assert!(status.success(), "graceful shutdown exits 0");
+    let resp = in_flight.join().unwrap().unwrap_or_default();
+    assert!(
+        resp.contains("\"cancelled\""),
+        "the in-flight run is recorded as cancelled: {resp}"
+    );
+    assert!(
+        pids_with_cmdline(&["/usr/bin/sleep", "985.5"]).is_empty(),
+        "orphaned tool"
+    );
+    assert!(
+        pids_with_cmdline(&["/bin/sleep", "985.5"]).is_empty(),
+        "orphaned tool"
+    );
+}
