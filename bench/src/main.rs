@@ -76,15 +76,7 @@ fn config_for(dir: &Path) -> Result<HostConfig> {
 }
 
 fn toml_tool(cmd: &str) -> Result<toolhost::sandbox::policy::ToolConfig> {
-    Ok(toolhost::sandbox::policy::ToolConfig {
-        command: cmd.into(),
-        args: vec![],
-        env: vec![],
-        env_defaults: Default::default(),
-        timeout_secs: 60,
-        output_limit_mib: 1,
-        network: false,
-    })
+    Ok(toolhost::sandbox::policy::ToolConfig::new(cmd))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -183,8 +183,10 @@ fn test(extra: &[String]) -> Result<()> {
         "--target-dir",
         "target/plugins-native",
     ]))?;
+    // The benchmarks are not tests (`cargo xtask bench` runs them), but they
+    // must keep compiling.
+    run(cargo().args(["build", "--package", "toolhost-bench"]))?;
     let mut cmd = cargo();
-    // The benchmarks are not tests: `cargo xtask bench` runs them.
     cmd.args(["test", "--workspace", "--exclude", "toolhost-bench"])
         .args(extra);
     run(&mut cmd)

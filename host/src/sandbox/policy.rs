@@ -64,6 +64,25 @@ fn default_output_limit() -> u64 {
 }
 
 impl ToolConfig {
+    /// A tool running `command` with every other setting at its default.
+    pub fn new(command: impl Into<String>) -> Self {
+        ToolConfig {
+            command: command.into(),
+            args: vec![],
+            env: vec![],
+            env_defaults: BTreeMap::new(),
+            timeout_secs: default_timeout(),
+            output_limit_mib: default_output_limit(),
+            network: false,
+            read_paths: vec![],
+            write_paths: vec![],
+            max_processes: None,
+            max_file_mib: None,
+            cpu_secs: None,
+            memory_mib: None,
+        }
+    }
+
     pub(crate) fn check(&self, name: &str) -> Result<()> {
         crate::manifest::check_name("tool", name).map_err(anyhow::Error::msg)?;
         if self.command.trim().is_empty() {
