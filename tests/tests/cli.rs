@@ -403,3 +403,27 @@ fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
         "orphaned tool"
     );
 }
+
+#[test]
+fn doctor_reports_every_sandbox_mechanism() {
+    let host = TestHost::new(&[], "");
+    let (c, out, err) = code(host.cli().args(["doctor"]));
+    assert_eq!(c, 0, "{out}{err}");
+    for mechanism in [
+        "landlock",
+        "network_namespace",
+        "pid_namespace",
+        "pids_cgroup",
+        "rlimits",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(mechanism))
+            .unwrap_or_default();
+        assert!(line.contains(" ok "), "{mechanism}: {out}");
+    }
+    assert!(
+        out.contains("test/sh") && out.contains("verdict: the sandbox is fully enforced"),
+        "{out}"
+    );
+}

@@ -203,7 +203,7 @@ fn bench() -> Result<()> {
         "--package",
         "toolhost-bench",
     ]))?;
-    run(&mut Command::new(root().join("target/release/toolhost-bench")).current_dir(root()))
+    run(Command::new(root().join("target/release/toolhost-bench")).current_dir(root()))
 }
 
 fn lint() -> Result<()> {

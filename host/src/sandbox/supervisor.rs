@@ -222,9 +222,8 @@ pub fn probe_main() -> ! {
         Err(e) => put("rlimits", false, e.to_string()),
     }
     let cg = PathBuf::from(CGROUP_PIDS_ROOT).join(format!("probe-{}", getpid()));
-    let cg_result = std::fs::create_dir_all(&cg)
-        .and_then(|()| std::fs::write(cg.join("pids.max"), "64"))
-        .map(|()| ());
+    let cg_result =
+        std::fs::create_dir_all(&cg).and_then(|()| std::fs::write(cg.join("pids.max"), "64"));
     let _ = std::fs::remove_dir(&cg);
     match cg_result {
         Ok(()) => put(
