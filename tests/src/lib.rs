@@ -59,7 +59,7 @@ fn build_all() {
                 manifest,
             ]));
         }
-        checked(cargo().args(["build", "--package", "toolhost", "--bin", "toolhost"]));
+        checked(cargo().args(["build", "--package", "toolhost", "--bins"]));
     });
 }
 

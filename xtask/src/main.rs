@@ -145,7 +145,7 @@ fn build_test_components() -> Result<()> {
 fn demo() -> Result<()> {
     setup_targets()?;
     build_plugins()?;
-    run(cargo().args(["build", "--package", "toolhost", "--bin", "toolhost"]))?;
+    run(cargo().args(["build", "--package", "toolhost", "--bins"]))?;
     let bin = root().join("target/debug/toolhost");
     println!("\n$ toolhost workflows");
     run(Command::new(&bin).current_dir(root()).arg("workflows"))?;

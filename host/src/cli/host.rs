@@ -128,9 +128,12 @@ async fn wait_for_signal() {
 
 async fn healthz(State(s): State<AppState>) -> Json<Value> {
     let r = s.engine.registry();
-    Json(
-        json!({"status": "ok", "workflows": r.workflows().count(), "rejected": r.rejections().count()}),
-    )
+    Json(json!({
+        "status": "ok",
+        "workflows": r.workflows().count(),
+        "versions": r.versions().count(),
+        "rejected": r.rejections().count(),
+    }))
 }
 
 async fn workflows(State(s): State<AppState>) -> Json<Value> {

@@ -104,13 +104,6 @@ enum Command {
 
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
-    // Internal entry points, before anything else starts (no threads yet).
-    let mut raw = std::env::args().skip(1);
-    match raw.next().as_deref() {
-        Some("__sandbox") => crate::sandbox::supervisor::main(raw.collect()),
-        Some("__sandbox-probe") => crate::sandbox::supervisor::probe_main(),
-        _ => {}
-    }
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Host(_))
         || matches!(&cli.command, Command::Workflows(w) if w.watch());

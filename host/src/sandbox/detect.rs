@@ -128,24 +128,25 @@ pub struct Sandbox {
     available: bool,
 }
 
-/// Finds the `toolhost` binary that serves as the supervisor.
+/// Name of the supervisor binary, installed next to `toolhost`.
+pub const SUPERVISOR: &str = "toolhost-supervisor";
+
+/// Finds the supervisor binary: `$TOOLHOST_SUPERVISOR`, else next to the
+/// running executable (or one directory up, for tests and benchmarks).
 pub fn find_helper() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("TOOLHOST_SANDBOX_HELPER") {
+    if let Some(p) = std::env::var_os("TOOLHOST_SUPERVISOR") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
-    if exe.file_name().is_some_and(|n| n == "toolhost") {
-        return Ok(exe);
-    }
-    // Tests and benchmarks: the binary sits next to (or one up from) them.
     for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join("toolhost");
+        let candidate = dir.join(SUPERVISOR);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "cannot find the `toolhost` binary used to supervise tools; build it or set TOOLHOST_SANDBOX_HELPER"
+        "cannot find `{SUPERVISOR}` next to `{}`; install it beside toolhost (cargo build builds both) or set TOOLHOST_SUPERVISOR",
+        exe.display()
     )
 }
 
@@ -155,7 +156,7 @@ impl Sandbox {
     pub fn new(config: &SandboxConfig) -> Result<Self> {
         let helper = find_helper()?;
         let out = std::process::Command::new(&helper)
-            .arg("__sandbox-probe")
+            .arg("--probe")
             .output()
             .with_context(|| format!("cannot run the sandbox probe `{}`", helper.display()))?;
         let mechanisms = serde_json::from_slice(&out.stdout).with_context(|| {

@@ -33,7 +33,7 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     /// Per-stream capture cap in bytes.
     pub output_limit: usize,
-    /// Run under the supervisor (`toolhost __sandbox`) with this plan.
+    /// Run under the supervisor (`toolhost-supervisor run`) with this plan.
     pub sandbox: Option<(PathBuf, super::supervisor::SandboxPlan)>,
 }
 
@@ -84,7 +84,7 @@ pub async fn run_process(
     let mut cmd = match &spec.sandbox {
         Some((helper, plan)) => {
             let mut c = Command::new(helper);
-            c.arg("__sandbox")
+            c.arg("run")
                 .arg(serde_json::to_string(plan).unwrap_or_default())
                 .arg("--")
                 .arg(&spec.program);

@@ -1,4 +1,4 @@
-//! The tool supervisor: `toolhost __sandbox <plan> -- <program> <args...>`.
+//! The tool supervisor: `toolhost-supervisor run <plan> -- <program> <args...>`.
 //!
 //! The host never confines a tool from inside its own (multi-threaded)
 //! process. It starts this small, single-threaded helper instead, which
@@ -64,7 +64,7 @@ fn fail(msg: String) -> ! {
     std::process::exit(126)
 }
 
-/// Entry point of `toolhost __sandbox`; never returns.
+/// Entry point of `toolhost-supervisor run`; never returns.
 pub fn main(args: Vec<String>) -> ! {
     let (plan, program, argv) = match parse(&args) {
         Ok(p) => p,
@@ -89,7 +89,7 @@ fn parse(args: &[String]) -> Result<(SandboxPlan, CString, Vec<CString>), String
     let plan: SandboxPlan = serde_json::from_str(args.first().ok_or("missing plan")?)
         .map_err(|e| format!("bad plan: {e}"))?;
     if args.get(1).map(String::as_str) != Some("--") || args.len() < 3 {
-        return Err("usage: toolhost __sandbox <plan> -- <program> [args...]".into());
+        return Err("usage: toolhost-supervisor run <plan> -- <program> [args...]".into());
     }
     let cstr = |s: &String| CString::new(s.as_bytes()).map_err(|_| "NUL in argument".to_string());
     let program = cstr(&args[2])?;
@@ -200,7 +200,7 @@ fn parent(child: Pid) -> ! {
     }
 }
 
-/// `toolhost __sandbox-probe`: tries each mechanism in this throwaway
+/// `toolhost-supervisor --probe`: tries each mechanism in this throwaway
 /// process and prints what works, as JSON.
 pub fn probe_main() -> ! {
     let mut report = serde_json::Map::new();

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::Toolbox;
 
 /// Quiet period before changed files are loaded.
-pub const DEBOUNCE: Duration = Duration::from_millis(75);
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct WatchHandle {
