@@ -80,13 +80,28 @@ impl HostConfig {
     /// Parses a configuration from TOML text; `base` anchors relative paths.
     pub fn parse(text: &str, base: Option<&Path>) -> Result<Self> {
         let mut config: HostConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(base) = base {
-            config.toolbox = base.join(&config.toolbox);
-            config.data_dir = base.join(&config.data_dir);
-            config.work_dir = config.work_dir.map(|w| base.join(w));
-        }
+        // Paths are made absolute once, here: the watcher, the sandbox
+        // rules and tool environments all need absolute paths.
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let base = match base {
+            Some(b) => cwd.join(b),
+            None => cwd,
+        };
+        config.toolbox = base.join(&config.toolbox);
+        config.data_dir = base.join(&config.data_dir);
+        config.work_dir = config.work_dir.map(|w| base.join(w));
         config.check()?;
         Ok(config)
+    }
+
+    /// Overrides the toolbox directory (absolute, relative to the current directory).
+    pub fn set_toolbox(&mut self, dir: &Path) {
+        self.toolbox = std::env::current_dir().unwrap_or_default().join(dir);
+    }
+
+    /// Overrides the data directory (absolute, relative to the current directory).
+    pub fn set_data_dir(&mut self, dir: &Path) {
+        self.data_dir = std::env::current_dir().unwrap_or_default().join(dir);
     }
 
     /// Loads the configuration following the resolution order in the module docs.
@@ -186,6 +201,8 @@ mod tests {
     #[test]
     fn relative_paths_follow_the_file() {
         let c = HostConfig::parse("toolbox = 'tb'", Some(Path::new("/etc/th"))).unwrap();
+        let d = HostConfig::parse("", None).unwrap();
+        assert!(d.toolbox.is_absolute() && d.data_dir.is_absolute());
         assert_eq!(c.toolbox, PathBuf::from("/etc/th/tb"));
         assert_eq!(c.data_dir, PathBuf::from("/etc/th/.toolhost"));
     }

@@ -674,3 +674,39 @@ async fn guest_burns_fuel() {
     assert!(record.error.unwrap().contains("fuel"));
     still_serves(&engine).await;
 }
+
+#[tokio::test]
+async fn tool_creates_a_device_node() {
+    let (_h, engine) = host().await;
+    // Root could otherwise create a raw disk device inside the workspace.
+    let r = sh(
+        &engine,
+        "mknod dev-null-copy c 1 3; echo exit=$?; ls -l dev-null-copy",
+    )
+    .await;
+    let out = r["ok"]["stdout"].as_str().unwrap();
+    assert!(!out.contains("exit=0"), "{r}");
+    still_serves(&engine).await;
+}
+
+#[tokio::test]
+async fn tool_changes_the_hostname_or_mounts() {
+    let (_h, engine) = host().await;
+    let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let r = sh(
+        &engine,
+        "hostname pwned-by-tool; mount -t tmpfs none /mnt; echo done",
+    )
+    .await;
+    assert!(r["ok"]["stdout"].as_str().unwrap().contains("done"));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        before
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.starts_with("none /mnt tmpfs")),
+        "a tool mounted on the host"
+    );
+    still_serves(&engine).await;
+}

@@ -40,8 +40,14 @@ pub async fn run_tool(
     let (spec, cgroup) = match prepare(run, tool, &args, options) {
         Ok(prepared) => prepared,
         Err(e) => {
+            // Refused requests are guest-controlled: keep their audit small.
+            let shown: Vec<String> = args
+                .iter()
+                .take(32)
+                .map(|a| super::findings::clip(a.clone(), 256))
+                .collect();
             run.journal.audit(json!({
-                "level": "warn", "source": "tool", "tool": tool, "args": args,
+                "level": "warn", "source": "tool", "tool": super::findings::clip(tool.to_string(), 128), "args": shown,
                 "cwd": cwd_rel, "refused": format!("{e:?}"),
                 "message": format!("tool `{tool}` refused: {}", refusal(&e)),
             }));
@@ -140,7 +146,8 @@ fn prepare(
     full_args.extend(args.iter().cloned());
     let (plan, cgroup) = run
         .sandbox
-        .plan(resolved, run.workspace.root(), &home, &run.run_id);
+        .plan(resolved, run.workspace.root(), &home, &run.run_id)
+        .map_err(ToolError::Failed)?;
     Ok((
         ProcessSpec {
             program,

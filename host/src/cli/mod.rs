@@ -189,10 +189,10 @@ fn init_tracing(verbose: u8, service: bool) {
 fn load_config(g: &GlobalArgs) -> anyhow::Result<crate::config::HostConfig> {
     let (mut config, _source) = crate::config::HostConfig::load(g.config.as_deref())?;
     if let Some(t) = &g.toolbox {
-        config.toolbox = t.clone();
+        config.set_toolbox(t);
     }
     if let Some(d) = &g.data_dir {
-        config.data_dir = d.clone();
+        config.set_data_dir(d);
     }
     Ok(config)
 }

@@ -257,7 +257,7 @@ impl Sandbox {
         workspace: &Path,
         home: &Path,
         run_id: &str,
-    ) -> (SandboxPlan, Option<CgroupGuard>) {
+    ) -> Result<(SandboxPlan, Option<CgroupGuard>), String> {
         let home_dir = std::env::var_os("HOME").map(PathBuf::from);
         let expand = |p: &String| -> PathBuf {
             match (p.strip_prefix("~/"), &home_dir) {
@@ -278,11 +278,17 @@ impl Sandbox {
         let max_processes = tool.max_processes.unwrap_or(self.config.max_processes);
         let cgroup = if self.cgroup {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
-            CgroupGuard::create(
-                &format!("{run_id}-{}-{n}", std::process::id()),
-                max_processes,
-            )
-            .ok()
+            let name = format!("{run_id}-{}-{n}", std::process::id());
+            match CgroupGuard::create(&name, max_processes) {
+                Ok(guard) => Some(guard),
+                Err(e) if self.config.mode == SandboxMode::Enforce => {
+                    return Err(format!("cannot create the tool's pids cgroup: {e}"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox degraded: tool runs without a pids cgroup");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -301,7 +307,7 @@ impl Sandbox {
                 processes: Some(max_processes),
             },
         };
-        (plan, cgroup)
+        Ok((plan, cgroup))
     }
 }
 

@@ -118,7 +118,8 @@ fn prepare(plan: &SandboxPlan) -> Result<(), String> {
     set(Resource::RLIMIT_NPROC, l.processes)?;
     let mut flags = CloneFlags::empty();
     if plan.pid_namespace {
-        flags |= CloneFlags::CLONE_NEWPID;
+        // Own PID, hostname and System V IPC namespaces.
+        flags |= CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     }
     if plan.isolate_network {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -133,6 +134,9 @@ fn child(plan: &SandboxPlan, program: &CString, argv: &[CString]) -> ! {
     // If the supervisor dies (killed with its group), so does the tool, and
     // with it, as PID 1 of its namespace, every descendant.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if let Err(e) = drop_capabilities() {
+        fail(e);
+    }
     if plan.landlock
         && let Err(e) = restrict(plan)
     {
@@ -147,12 +151,50 @@ fn child(plan: &SandboxPlan, program: &CString, argv: &[CString]) -> ! {
     }
 }
 
+/// Capabilities a root tool keeps: enough to read the toolchain under a
+/// root-only home and to manage files it creates; everything else
+/// (mounting, modules, clock, raw I/O, admin) is dropped for good.
+const KEPT_CAPABILITIES: [caps::Capability; 5] = [
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_FSETID,
+];
+
+fn drop_capabilities() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let keep: caps::CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| format!("cannot drop {cap} from the bounding set: {e}"))?;
+        }
+    }
+    for set in [
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        let current =
+            caps::read(None, set).map_err(|e| format!("cannot read capabilities: {e}"))?;
+        let next: caps::CapsHashSet = current.intersection(&keep).copied().collect();
+        caps::set(None, set, &next).map_err(|e| format!("cannot set capabilities: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Applies the landlock ruleset to the calling process.
 pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
     let abi = LANDLOCK_ABI;
     let existing = |paths: &[PathBuf]| -> Vec<PathBuf> {
         paths.iter().filter(|p| p.exists()).cloned().collect()
     };
+    // Everything in writable trees, except creating device nodes.
+    let mut writable = AccessFs::from_all(abi);
+    writable.remove(AccessFs::MakeChar | AccessFs::MakeBlock);
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.create())
@@ -162,12 +204,7 @@ pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
                 AccessFs::from_read(abi),
             ))
         })
-        .and_then(|r| {
-            r.add_rules(path_beneath_rules(
-                existing(&plan.write_paths),
-                AccessFs::from_all(abi),
-            ))
-        })
+        .and_then(|r| r.add_rules(path_beneath_rules(existing(&plan.write_paths), writable)))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("landlock: {e}"))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
@@ -241,7 +278,7 @@ pub fn probe_main() -> ! {
         ),
         Err(e) => put("network_namespace", false, e.to_string()),
     }
-    match unshare(CloneFlags::CLONE_NEWPID) {
+    match unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC) {
         Ok(()) => put("pid_namespace", true, "unshare(CLONE_NEWPID) works".into()),
         Err(e) => put("pid_namespace", false, e.to_string()),
     }

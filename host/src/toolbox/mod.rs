@@ -252,10 +252,12 @@ impl Toolbox {
             }
             return;
         }
-        // Unchanged content (e.g. a touch): nothing to do.
+        // Unchanged content (a touch, or a good file restored after a bad
+        // write): the version stands; forget any rejection of this path.
         if let (Some(prev), Ok(bytes)) = (&previous, std::fs::read(&path))
             && digest(&bytes) == prev.digest
         {
+            self.swap(|r| r.clear_rejection(&path));
             return;
         }
         match validate::load_component(&self.runtime, &self.config, &path).await {

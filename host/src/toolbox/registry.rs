@@ -61,6 +61,11 @@ impl Registry {
         self.rejections.insert(rejection.path.clone(), rejection);
     }
 
+    /// Forgets that `path` was rejected.
+    pub fn clear_rejection(&mut self, path: &PathBuf) {
+        self.rejections.remove(path);
+    }
+
     /// Forgets a deleted file (its version stops being offered).
     pub fn remove(&mut self, path: &PathBuf) -> Option<Arc<LoadedWorkflow>> {
         self.rejections.remove(path);
