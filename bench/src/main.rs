@@ -424,11 +424,14 @@ async fn startup(hello: &[u8]) -> Result<(Duration, Duration, u64)> {
             variant(hello, i),
         )?;
     }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
         format!(
-            "toolbox = \"toolbox\"\ndata_dir = \"data\"\n[host]\nlisten = \"127.0.0.1:17391\"\n{}",
+            "toolbox = \"toolbox\"\ndata_dir = \"data\"\n[host]\nlisten = \"127.0.0.1:{port}\"\n{}",
             rust_vertical()
         ),
     )?;
@@ -449,13 +452,13 @@ async fn startup(hello: &[u8]) -> Result<(Duration, Duration, u64)> {
             .stderr(Stdio::null())
             .spawn()?;
         loop {
-            if healthz(17391).await {
+            if healthz(port).await {
                 break;
             }
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(120),
-                "host never became ready"
-            );
+            if t.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                anyhow::bail!("host never became ready");
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         times.push(t.elapsed());
