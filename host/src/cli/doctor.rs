@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::{GlobalArgs, exit, load_config};
-use crate::sandbox::detect::{Sandbox, SandboxConfig, SandboxMode};
+use crate::sandbox::detect::{Sandbox, SandboxMode};
 use crate::sandbox::policy::find_program;
 
 /// Arguments of `toolhost doctor`.
@@ -13,11 +13,7 @@ pub struct DoctorArgs {}
 
 pub(super) fn doctor(g: &GlobalArgs, _args: DoctorArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
-    // Probe in degraded mode so every mechanism is reported, then judge.
-    let probe = Sandbox::new(&SandboxConfig {
-        mode: SandboxMode::Degraded,
-        ..config.sandbox.clone()
-    })?;
+    let probe = Sandbox::probe(&config.sandbox)?;
     println!("sandbox supervisor: {}", probe.helper().display());
     println!("mechanisms:");
     for (name, p) in probe.support().mechanisms() {

@@ -42,6 +42,10 @@ pub struct PoolSizing {
     pub instances: u32,
     /// Largest linear memory, in MiB (the guest memory limit).
     pub memory_mib: u64,
+    /// Elements per table (the guest table limit).
+    pub table_elements: usize,
+    /// Memories per component instance.
+    pub memories_per_component: u32,
 }
 
 impl EngineOptions {
@@ -53,6 +57,8 @@ impl EngineOptions {
             pooling: Some(PoolSizing {
                 instances: 256,
                 memory_mib: config.limits.memory_mib,
+                table_elements: config.limits.table_elements,
+                memories_per_component: u32::try_from(config.limits.memories).unwrap_or(u32::MAX),
             }),
             cache_dir: Some(config.data_dir.join("cache").join("components")),
         }
@@ -92,9 +98,9 @@ fn pooled_config(opts: &EngineOptions, sizing: PoolSizing) -> Config {
         .total_memories(memories)
         .total_tables(sizing.instances.saturating_mul(8))
         .total_stacks(sizing.instances)
-        .max_memories_per_component(4)
+        .max_memories_per_component(sizing.memories_per_component)
         .max_memory_size(usize::try_from(sizing.memory_mib << 20).unwrap_or(usize::MAX))
-        .table_elements(100_000);
+        .table_elements(sizing.table_elements);
     let mut config = engine_config(opts);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config

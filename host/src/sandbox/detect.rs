@@ -152,8 +152,26 @@ pub fn find_helper() -> Result<PathBuf> {
 
 impl Sandbox {
     /// Probes the machine and decides; fails in `enforce` mode when a
-    /// mechanism is missing.
+    /// mechanism is missing, and logs what is missing in `degraded` mode.
     pub fn new(config: &SandboxConfig) -> Result<Self> {
+        let sandbox = Self::probe(config)?;
+        if !sandbox.missing.is_empty() {
+            match config.mode {
+                SandboxMode::Enforce => bail!(
+                    "the tool sandbox cannot be enforced on this machine; missing: {}. Fix the machine (see `toolhost doctor`), or set [sandbox] mode = \"degraded\" in the host config to run tools with what is available",
+                    sandbox.missing.join("; ")
+                ),
+                SandboxMode::Degraded => tracing::warn!(
+                    "sandbox = \"degraded\": tools run without {}",
+                    sandbox.missing.join("; ")
+                ),
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// Probes the machine without judging (for `toolhost doctor`).
+    pub fn probe(config: &SandboxConfig) -> Result<Self> {
         let helper = find_helper()?;
         let out = std::process::Command::new(&helper)
             .arg("--probe")
@@ -187,18 +205,6 @@ impl Sandbox {
         // Root is exempt from RLIMIT_NPROC: a fork bomb needs the pids cgroup.
         if root && !cgroup {
             missing.push("pids cgroup (process limit; RLIMIT_NPROC does not bind root)".into());
-        }
-        if !missing.is_empty() {
-            match config.mode {
-                SandboxMode::Enforce => bail!(
-                    "the tool sandbox cannot be enforced on this machine; missing: {}. Fix the machine (see `toolhost doctor`), or set [sandbox] mode = \"degraded\" in the host config to run tools with what is available",
-                    missing.join("; ")
-                ),
-                SandboxMode::Degraded => tracing::warn!(
-                    "sandbox = \"degraded\": tools run without {}",
-                    missing.join("; ")
-                ),
-            }
         }
         Ok(Sandbox {
             config: config.clone(),
