@@ -6,6 +6,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("--probe") => toolhost::sandbox::supervisor::probe_main(),
+        Some("--hold-netns") => toolhost::sandbox::supervisor::hold_netns_main(),
         Some("run") => toolhost::sandbox::supervisor::main(args.collect()),
         _ => {
             eprintln!(

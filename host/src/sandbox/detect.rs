@@ -5,6 +5,7 @@
 //! process, so it tests the real thing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, Result, bail};
@@ -126,6 +127,45 @@ pub struct Sandbox {
     missing: Vec<String>,
     counter: AtomicU64,
     available: bool,
+    netns_holder: Option<NetnsHolder>,
+    cgroups: Arc<CgroupPool>,
+}
+
+/// A process keeping one empty network namespace alive for the tools.
+#[derive(Debug)]
+struct NetnsHolder {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl NetnsHolder {
+    fn start(helper: &Path) -> Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(helper)
+            .arg("--hold-netns")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start the network namespace holder")?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the network namespace holder did not start");
+        }
+        let path = PathBuf::from(format!("/proc/{}/ns/net", child.id()));
+        Ok(NetnsHolder { child, path })
+    }
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Name of the supervisor binary, installed next to `toolhost`.
@@ -154,7 +194,10 @@ impl Sandbox {
     /// Probes the machine and decides; fails in `enforce` mode when a
     /// mechanism is missing, and logs what is missing in `degraded` mode.
     pub fn new(config: &SandboxConfig) -> Result<Self> {
-        let sandbox = Self::probe(config)?;
+        let mut sandbox = Self::probe(config)?;
+        if sandbox.netns {
+            sandbox.netns_holder = Some(NetnsHolder::start(&sandbox.helper)?);
+        }
         if !sandbox.missing.is_empty() {
             match config.mode {
                 SandboxMode::Enforce => bail!(
@@ -217,6 +260,8 @@ impl Sandbox {
             missing,
             counter: AtomicU64::new(0),
             available: true,
+            netns_holder: None,
+            cgroups: Arc::new(CgroupPool::default()),
         })
     }
 
@@ -233,6 +278,8 @@ impl Sandbox {
             missing: vec!["everything".into()],
             counter: AtomicU64::new(0),
             available: false,
+            netns_holder: None,
+            cgroups: Arc::new(CgroupPool::default()),
         }
     }
 
@@ -285,7 +332,7 @@ impl Sandbox {
         let cgroup = if self.cgroup {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let name = format!("{run_id}-{}-{n}", std::process::id());
-            match CgroupGuard::create(&name, max_processes) {
+            match CgroupGuard::acquire(&self.cgroups, &name, max_processes) {
                 Ok(guard) => Some(guard),
                 Err(e) if self.config.mode == SandboxMode::Enforce => {
                     return Err(format!("cannot create the tool's pids cgroup: {e}"));
@@ -303,6 +350,7 @@ impl Sandbox {
             write_paths,
             landlock: self.landlock,
             isolate_network: self.netns && !tool.network,
+            network_namespace: self.netns_holder.as_ref().map(|h| h.path.clone()),
             pid_namespace: self.pidns,
             cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
             limits: ProcessLimits {
@@ -317,19 +365,46 @@ impl Sandbox {
     }
 }
 
+/// Emptied pids cgroups kept for reuse (creating and removing one per call
+/// costs more than the tool start itself); removed when the last user goes.
+#[derive(Debug, Default)]
+pub struct CgroupPool {
+    free: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for CgroupPool {
+    fn drop(&mut self) {
+        let free = std::mem::take(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()));
+        for dir in free {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
 /// A pids cgroup for one tool invocation; dropping it kills whatever is
-/// left inside and removes it.
+/// left inside and returns it, empty, to the pool.
 #[derive(Debug)]
 pub struct CgroupGuard {
     dir: PathBuf,
+    pool: Arc<CgroupPool>,
 }
 
 impl CgroupGuard {
-    fn create(name: &str, max: u64) -> std::io::Result<Self> {
-        let dir = PathBuf::from(CGROUP_PIDS_ROOT).join(name);
-        std::fs::create_dir_all(&dir)?;
+    fn acquire(pool: &Arc<CgroupPool>, name: &str, max: u64) -> std::io::Result<Self> {
+        let reused = pool.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let dir = match reused {
+            Some(dir) => dir,
+            None => {
+                let dir = PathBuf::from(CGROUP_PIDS_ROOT).join(name);
+                std::fs::create_dir_all(&dir)?;
+                dir
+            }
+        };
         std::fs::write(dir.join("pids.max"), max.to_string())?;
-        Ok(CgroupGuard { dir })
+        Ok(CgroupGuard {
+            dir,
+            pool: pool.clone(),
+        })
     }
 
     /// Processes still in the cgroup.
@@ -346,7 +421,12 @@ impl Drop for CgroupGuard {
     fn drop(&mut self) {
         for _ in 0..50 {
             let pids = self.pids();
-            if pids.is_empty() && std::fs::remove_dir(&self.dir).is_ok() {
+            if pids.is_empty() {
+                self.pool
+                    .free
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(self.dir.clone());
                 return;
             }
             for pid in pids {
@@ -357,6 +437,6 @@ impl Drop for CgroupGuard {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        tracing::warn!(dir = %self.dir.display(), "could not remove a tool's pids cgroup");
+        tracing::warn!(dir = %self.dir.display(), "a tool's pids cgroup could not be emptied; not reused");
     }
 }

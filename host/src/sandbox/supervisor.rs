@@ -36,6 +36,10 @@ pub struct SandboxPlan {
     pub landlock: bool,
     /// New network namespace (no network at all) unless the tool may use it.
     pub isolate_network: bool,
+    /// Join this (empty, loopback down) network namespace instead of
+    /// creating one: much cheaper per call.
+    #[serde(default)]
+    pub network_namespace: Option<PathBuf>,
     /// New PID namespace.
     pub pid_namespace: bool,
     /// pids cgroup directory to join (created by the host).
@@ -122,7 +126,15 @@ fn prepare(plan: &SandboxPlan) -> Result<(), String> {
         flags |= CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     }
     if plan.isolate_network {
-        flags |= CloneFlags::CLONE_NEWNET;
+        match &plan.network_namespace {
+            Some(ns) => {
+                let fd = std::fs::File::open(ns)
+                    .map_err(|e| format!("cannot open network namespace {}: {e}", ns.display()))?;
+                nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("cannot join network namespace {}: {e}", ns.display()))?;
+            }
+            None => flags |= CloneFlags::CLONE_NEWNET,
+        }
     }
     if !flags.is_empty() {
         unshare(flags).map_err(|e| format!("cannot create namespaces ({flags:?}): {e}"))?;
@@ -235,6 +247,19 @@ fn parent(child: Pid) -> ! {
             Err(e) => fail(format!("waitpid: {e}")),
         }
     }
+}
+
+/// `toolhost-supervisor --hold-netns`: creates an empty network namespace
+/// and keeps it alive until its standard input closes (the host exits).
+/// Tools join it with `setns` instead of paying for a new one per call.
+pub fn hold_netns_main() -> ! {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        fail(format!("cannot create a network namespace: {e}"));
+    }
+    println!("ready");
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    std::process::exit(0)
 }
 
 /// `toolhost-supervisor --probe`: tries each mechanism in this throwaway
