@@ -59,7 +59,7 @@ impl Workflow for RustTest {
     type Output = Summary;
 
     fn run(_ctx: &Context, params: Params) -> Result<Summary> {
-        let manifest = join(&params.path, "Cargo.toml");
+        let manifest = toolhost_scanners::join_path(&params.path, "Cargo.toml");
         if !workspace::exists(&manifest)? {
             bail!("no Cargo.toml at `{manifest}` in the target: point `path` at a Rust crate");
         }
@@ -88,7 +88,9 @@ impl Workflow for RustTest {
         for hit in &hits {
             let mut f = hit.clone();
             // Locations are relative to the crate; make them relative to the target.
-            f.path = f.path.map(|p| join(&params.path, &p));
+            f.path = f
+                .path
+                .map(|p| toolhost_scanners::join_path(&params.path, &p));
             report(f.to_finding());
         }
         let (passed, failed, ignored) = totals(&stdout);
@@ -108,15 +110,6 @@ impl Workflow for RustTest {
             ignored,
             findings: hits.len(),
         })
-    }
-}
-
-fn join(dir: &str, file: &str) -> String {
-    let dir = dir.trim_matches('/');
-    if dir.is_empty() || dir == "." {
-        file.to_string()
-    } else {
-        format!("{dir}/{file}")
     }
 }
 

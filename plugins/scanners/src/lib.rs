@@ -126,6 +126,16 @@ pub fn fingerprint(
     format!("{hash:016x}")
 }
 
+/// `dir/file` with `dir` relative to the workspace root (`""` or `"."` = the root).
+pub fn join_path(dir: &str, file: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() || dir == "." {
+        file.to_string()
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
 /// Removes hits whose fingerprint was already seen (the first one is kept),
 /// then sorts by path, line and rule (hits without a path come first; ties
 /// keep a stable order by column).
@@ -160,6 +170,19 @@ pub(crate) fn normalize_path(path: &str) -> String {
         p = rest;
     }
     p.to_string()
+}
+
+#[cfg(test)]
+mod join_tests {
+    #[test]
+    fn join_path_treats_empty_and_dot_as_the_root() {
+        assert_eq!(super::join_path("", "Cargo.toml"), "Cargo.toml");
+        assert_eq!(super::join_path(".", "a"), "a");
+        assert_eq!(
+            super::join_path("/crates/x/", "src/lib.rs"),
+            "crates/x/src/lib.rs"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Workflow for SecurityAssessment {
             hits.extend(out.hits);
         }
 
-        let manifest = join(&params.path, "Cargo.toml");
+        let manifest = toolhost_scanners::join_path(&params.path, "Cargo.toml");
         let clippy = if !params.clippy {
             "disabled"
         } else if !workspace::exists(&manifest)? {
@@ -139,7 +139,9 @@ impl Workflow for SecurityAssessment {
                 );
             }
             hits.extend(clippy_hits.into_iter().map(|mut h| {
-                h.path = h.path.map(|p| join(&params.path, &p));
+                h.path = h
+                    .path
+                    .map(|p| toolhost_scanners::join_path(&params.path, &p));
                 h
             }));
             if out.success() || out.exit_code == Some(101) {
@@ -231,15 +233,6 @@ fn scan(input: ScanInput) -> Result<ScanOutput> {
         }
     }
     Ok(out)
-}
-
-fn join(dir: &str, file: &str) -> String {
-    let dir = dir.trim_matches('/');
-    if dir.is_empty() || dir == "." {
-        file.to_string()
-    } else {
-        format!("{dir}/{file}")
-    }
 }
 
 toolhost_sdk::export_workflow!(SecurityAssessment);
