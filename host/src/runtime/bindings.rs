@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     anyhow: true,
 });
 
-pub use toolhost::workflow::types::{Finding as WitFinding, Level, Severity as WitSeverity};
+pub use self::toolhost::workflow::types::{Finding as WitFinding, Level, Severity as WitSeverity};
 
 impl From<WitSeverity> for manifest::Severity {
     fn from(s: WitSeverity) -> Self {
