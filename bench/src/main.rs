@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use toolhost::config::HostConfig;
 use toolhost::engine::local::execute;
 use toolhost::engine::{LocalEngine, RunRequest};
@@ -251,17 +250,7 @@ fn num_cpus() -> usize {
 }
 
 fn request(workflow: &str, target: &Path) -> RunRequest {
-    RunRequest {
-        workflow: workflow.into(),
-        target: target.to_path_buf(),
-        params: json!({}),
-        run_id: None,
-        workflow_start_ms: None,
-        cancel: CancellationToken::new(),
-        observer: None,
-        keep_workspace: false,
-        timeout_secs: None,
-    }
+    RunRequest::new(workflow, target, json!({}))
 }
 
 struct RawState {

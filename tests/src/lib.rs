@@ -8,7 +8,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use toolhost::config::HostConfig;
 use toolhost::engine::{LocalEngine, RunRecord, RunRequest, StartError};
 use toolhost::runtime::{EngineOptions, Runtime};
@@ -196,17 +195,7 @@ fn merge_limits(default: &str, extra: &str) -> String {
 
 /// A run request with defaults.
 pub fn request(workflow: &str, target: &Path, params: Value) -> RunRequest {
-    RunRequest {
-        workflow: workflow.into(),
-        target: target.to_path_buf(),
-        params,
-        run_id: None,
-        workflow_start_ms: None,
-        cancel: CancellationToken::new(),
-        observer: None,
-        keep_workspace: false,
-        timeout_secs: None,
-    }
+    RunRequest::new(workflow, target, params)
 }
 
 /// Runs `workflow` and returns the record; panics when it cannot start.

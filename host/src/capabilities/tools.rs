@@ -116,13 +116,13 @@ fn prepare(
 
     let mut env = resolved.base_env.clone();
     for (key, value) in options.env {
-        if !resolved.env_allow.contains(&key) {
+        if !resolved.config.env.contains(&key) {
             return Err(ToolError::NotPermitted(format!(
                 "environment variable `{key}` is not allowed for tool `{tool}`; allowed: {}",
-                if resolved.env_allow.is_empty() {
+                if resolved.config.env.is_empty() {
                     "(none)".to_string()
                 } else {
-                    resolved.env_allow.join(", ")
+                    resolved.config.env.join(", ")
                 }
             )));
         }
@@ -142,7 +142,7 @@ fn prepare(
         .timeout_ms
         .map(Duration::from_millis)
         .map_or(resolved.timeout, |t| t.min(resolved.timeout));
-    let mut full_args = resolved.fixed_args.clone();
+    let mut full_args = resolved.config.args.clone();
     full_args.extend(args.iter().cloned());
     let (plan, cgroup) = run
         .sandbox

@@ -56,17 +56,11 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let toolbox = Toolbox::open(runtime.clone(), config.clone()).await?;
     let registry = toolbox.registry();
-    for wf in registry.workflows() {
-        tracing::info!(
-            "toolbox: loaded {} {} (sha256 {}) from {}",
-            wf.info.name,
-            wf.info.version,
-            &wf.digest[..12],
-            wf.path.display()
-        );
-    }
-    for r in registry.rejections() {
-        tracing::warn!("toolbox: rejected {}: {}", r.path.display(), r.reason);
+    for event in registry.as_events() {
+        match event {
+            crate::toolbox::ToolboxEvent::Rejected { .. } => tracing::warn!("toolbox: {event}"),
+            _ => tracing::info!("toolbox: {event}"),
+        }
     }
     tracing::info!(
         "host ready in {} ms: {} workflows, vertical {}, pooling allocator {}",
@@ -166,15 +160,13 @@ async fn start_run(
     let result = s
         .engine
         .run(RunRequest {
-            workflow: req.workflow,
-            target: req.target,
-            params: req.params.unwrap_or_else(|| json!({})),
-            run_id: None,
-            workflow_start_ms: None,
             cancel: s.shutdown.child_token(),
-            observer: None,
-            keep_workspace: false,
             timeout_secs: req.timeout_secs,
+            ..RunRequest::new(
+                req.workflow,
+                req.target,
+                req.params.unwrap_or_else(|| json!({})),
+            )
         })
         .await;
     result.map(Json).map_err(|e| {

@@ -337,34 +337,13 @@ pub(super) fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8>
 }
 
 async fn watch_workflows(g: &GlobalArgs, json_lines: bool) -> anyhow::Result<u8> {
-    use crate::toolbox::ToolboxEvent;
     let config = load_config(g)?;
     let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
     let toolbox = crate::toolbox::Toolbox::open(runtime, config).await?;
     let mut events = toolbox.subscribe();
     let _watch = toolbox.watch()?;
-    let registry = toolbox.registry();
-    for w in registry.workflows() {
-        emit(
-            json_lines,
-            &ToolboxEvent::Loaded {
-                name: w.info.name.clone(),
-                version: w.info.version.clone(),
-                digest: w.digest.clone(),
-                path: w.path.clone(),
-                replaced: None,
-            },
-        );
-    }
-    for r in registry.rejections() {
-        emit(
-            json_lines,
-            &ToolboxEvent::Rejected {
-                path: r.path.clone(),
-                reason: r.reason.clone(),
-                kept: None,
-            },
-        );
+    for event in toolbox.registry().as_events() {
+        emit(json_lines, &event);
     }
     loop {
         tokio::select! {
@@ -379,32 +358,9 @@ async fn watch_workflows(g: &GlobalArgs, json_lines: bool) -> anyhow::Result<u8>
 }
 
 fn emit(json_lines: bool, event: &crate::toolbox::ToolboxEvent) {
-    use crate::toolbox::ToolboxEvent;
-    if !json_lines {
+    if json_lines {
+        println!("{}", event.to_json());
+    } else {
         println!("{} {event}", crate::util::now_rfc3339());
-        return;
     }
-    let v = match event {
-        ToolboxEvent::Loaded {
-            name,
-            version,
-            digest,
-            path,
-            replaced,
-        } => json!({
-            "event": "loaded", "name": name, "version": version, "digest": digest,
-            "path": path.display().to_string(), "replaced": replaced}),
-        ToolboxEvent::Rejected { path, reason, kept } => json!({
-            "event": "rejected", "path": path.display().to_string(), "reason": reason,
-            "kept": kept.as_ref().map(|(n, d)| json!({"name": n, "digest": d}))}),
-        ToolboxEvent::Removed {
-            name,
-            version,
-            digest,
-            path,
-        } => json!({
-            "event": "removed", "name": name, "version": version, "digest": digest,
-            "path": path.display().to_string()}),
-    };
-    println!("{v}");
 }

@@ -133,15 +133,12 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     });
     let result = engine
         .run(RunRequest {
-            workflow: args.workflow.clone(),
-            target: args.target.clone(),
-            params,
             run_id: args.run_id.clone(),
-            workflow_start_ms: None,
             cancel,
             observer,
             keep_workspace: args.keep_workspace,
             timeout_secs: args.timeout,
+            ..RunRequest::new(args.workflow.clone(), args.target.clone(), params)
         })
         .await;
     if let Some(bar) = &spinner {

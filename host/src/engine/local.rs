@@ -48,6 +48,25 @@ pub struct RunRequest {
     pub timeout_secs: Option<u64>,
 }
 
+impl RunRequest {
+    /// A request to run `workflow` on `target` with `params`, everything
+    /// else at its default (fresh run id, start now, no observer, not
+    /// cancelled, workspace removed afterwards, the workflow's own timeout).
+    pub fn new(workflow: impl Into<String>, target: impl Into<PathBuf>, params: Value) -> Self {
+        RunRequest {
+            workflow: workflow.into(),
+            target: target.into(),
+            params,
+            run_id: None,
+            workflow_start_ms: None,
+            cancel: CancellationToken::new(),
+            observer: None,
+            keep_workspace: false,
+            timeout_secs: None,
+        }
+    }
+}
+
 /// Runs workflows from a toolbox, in this process.
 pub struct LocalEngine {
     runtime: Arc<Runtime>,

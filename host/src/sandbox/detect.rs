@@ -319,7 +319,7 @@ impl Sandbox {
             }
         };
         let mut read_paths: Vec<PathBuf> = self.config.system_paths.iter().map(expand).collect();
-        read_paths.extend(tool.read_paths.iter().map(expand));
+        read_paths.extend(tool.config.read_paths.iter().map(expand));
         if let Ok(program) = &tool.program {
             // The tool's own executable (and its directory, for siblings).
             if let Some(dir) = program.parent() {
@@ -327,8 +327,11 @@ impl Sandbox {
             }
         }
         let mut write_paths = vec![workspace.to_path_buf(), home.to_path_buf()];
-        write_paths.extend(tool.write_paths.iter().map(expand));
-        let max_processes = tool.max_processes.unwrap_or(self.config.max_processes);
+        write_paths.extend(tool.config.write_paths.iter().map(expand));
+        let max_processes = tool
+            .config
+            .max_processes
+            .unwrap_or(self.config.max_processes);
         let cgroup = if self.cgroup {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let name = format!("{run_id}-{}-{n}", std::process::id());
@@ -349,14 +352,14 @@ impl Sandbox {
             read_paths,
             write_paths,
             landlock: self.landlock,
-            isolate_network: self.netns && !tool.network,
+            isolate_network: self.netns && !tool.config.network,
             network_namespace: self.netns_holder.as_ref().map(|h| h.path.clone()),
             pid_namespace: self.pidns,
             cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
             limits: ProcessLimits {
-                cpu_secs: tool.cpu_secs,
-                address_space: tool.memory_mib.map(|m| m << 20),
-                file_size: Some(tool.max_file_mib.unwrap_or(self.config.max_file_mib) << 20),
+                cpu_secs: tool.config.cpu_secs,
+                address_space: tool.config.memory_mib.map(|m| m << 20),
+                file_size: Some(tool.config.max_file_mib.unwrap_or(self.config.max_file_mib) << 20),
                 open_files: Some(self.config.max_open_files),
                 processes: Some(max_processes),
             },

@@ -95,37 +95,23 @@ impl ToolConfig {
     }
 }
 
-/// A tool ready to run on this host.
+/// A tool ready to run on this host: its configuration plus what was
+/// resolved from the host (executable, environment, byte and time limits).
 #[derive(Debug, Clone)]
 pub struct ResolvedTool {
     /// The name workflows use.
     pub name: String,
+    /// The configuration it came from (fixed args, env allow-list, network,
+    /// sandbox paths and limits are read from here).
+    pub config: ToolConfig,
     /// Absolute executable path, or the lookup error to report.
     pub program: Result<PathBuf, String>,
-    /// Fixed leading arguments.
-    pub fixed_args: Vec<String>,
-    /// Names a workflow may set.
-    pub env_allow: Vec<String>,
     /// The environment the tool starts with (before per-call variables).
     pub base_env: Vec<(String, String)>,
     /// Per-invocation timeout cap.
     pub timeout: Duration,
     /// Per-stream output cap in bytes.
     pub output_limit: usize,
-    /// Network allowed.
-    pub network: bool,
-    /// Extra read/exec paths (unexpanded).
-    pub read_paths: Vec<String>,
-    /// Extra writable paths (unexpanded).
-    pub write_paths: Vec<String>,
-    /// Process limit override.
-    pub max_processes: Option<u64>,
-    /// File size limit override, MiB.
-    pub max_file_mib: Option<u64>,
-    /// RLIMIT_CPU.
-    pub cpu_secs: Option<u64>,
-    /// RLIMIT_AS in MiB.
-    pub memory_mib: Option<u64>,
 }
 
 impl ResolvedTool {
@@ -151,20 +137,12 @@ impl ResolvedTool {
         }
         ResolvedTool {
             name: name.to_string(),
+            config: config.clone(),
             program,
-            fixed_args: config.args.clone(),
-            env_allow: config.env.clone(),
             base_env,
             timeout: Duration::from_secs(config.timeout_secs),
             output_limit: usize::try_from(config.output_limit_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
-            network: config.network,
-            read_paths: config.read_paths.clone(),
-            write_paths: config.write_paths.clone(),
-            max_processes: config.max_processes,
-            max_file_mib: config.max_file_mib,
-            cpu_secs: config.cpu_secs,
-            memory_mib: config.memory_mib,
         }
     }
 }

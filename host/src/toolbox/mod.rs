@@ -124,6 +124,55 @@ impl fmt::Display for ToolboxEvent {
     }
 }
 
+impl ToolboxEvent {
+    /// The event as one JSON object (`toolhost workflows --watch --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ToolboxEvent::Loaded {
+                name,
+                version,
+                digest,
+                path,
+                replaced,
+            } => json!({
+                "event": "loaded", "name": name, "version": version, "digest": digest,
+                "path": path.display().to_string(), "replaced": replaced}),
+            ToolboxEvent::Rejected { path, reason, kept } => json!({
+                "event": "rejected", "path": path.display().to_string(), "reason": reason,
+                "kept": kept.as_ref().map(|(n, d)| json!({"name": n, "digest": d}))}),
+            ToolboxEvent::Removed {
+                name,
+                version,
+                digest,
+                path,
+            } => json!({
+                "event": "removed", "name": name, "version": version, "digest": digest,
+                "path": path.display().to_string()}),
+        }
+    }
+}
+
+impl Registry {
+    /// The current state as events: one `Loaded` per current workflow and
+    /// one `Rejected` per rejected file (what a fresh watcher has seen).
+    pub fn as_events(&self) -> Vec<ToolboxEvent> {
+        let loaded = self.workflows().map(|w| ToolboxEvent::Loaded {
+            name: w.info.name.clone(),
+            version: w.info.version.clone(),
+            digest: w.digest.clone(),
+            path: w.path.clone(),
+            replaced: None,
+        });
+        let rejected = self.rejections().map(|r| ToolboxEvent::Rejected {
+            path: r.path.clone(),
+            reason: r.reason.clone(),
+            kept: None,
+        });
+        loaded.chain(rejected).collect()
+    }
+}
+
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
