@@ -16,7 +16,9 @@ commands:
   build-test-components   build tests/components/ into target/test-toolbox/
   setup                   install the rust targets and cargo-component when missing
   lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
-  bench                   build in release and run the benchmarks (report: target/bench/report.md)";
+  bench                   build in release and run the benchmarks (report: target/bench/report.md)
+  services up|down|status start (installing when missing), stop, or show the Temporal and
+                          Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 
 /// Plugins copied into `toolbox/`.
 const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment"];
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("lint") => lint(),
         Some("bench") => bench(),
+        Some("services") => services(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -186,10 +189,74 @@ fn test(extra: &[String]) -> Result<()> {
     // The benchmarks are not tests (`cargo xtask bench` runs them), but they
     // must keep compiling.
     run(cargo().args(["build", "--package", "toolhost-bench"]))?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "toolhost-bench"])
-        .args(extra);
-    run(&mut cmd)
+    let test_cmd = || {
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace", "--exclude", "toolhost-bench"]);
+        cmd
+    };
+    // Compile the tests before starting the servers, so they do not idle
+    // through the build. The arguments after `--` are for the test binaries.
+    let cargo_args = extra.split(|a| a == "--").next().unwrap_or_default();
+    run(test_cmd().arg("--no-run").args(cargo_args))?;
+    let root = root();
+    devservices::Services::install(&root)?;
+    // Stop at the end only what this run started: services a developer
+    // brought up by hand stay up.
+    let was_running = devservices::Services::running(&root);
+    let keep = was_running || std::env::var("TOOLHOST_KEEP_SERVICES").is_ok_and(|v| v == "1");
+    let result = devservices::Services::up(&root).and_then(|env| {
+        print_status(&root)?;
+        let mut cmd = test_cmd();
+        cmd.args(extra);
+        // Announced before the variables are added: `{cmd:?}` would print the secret key.
+        eprintln!(
+            "xtask: running {cmd:?} with the variables of {}",
+            devservices::Env::path(&root).display()
+        );
+        env.apply_to(&mut cmd);
+        let status = cmd.status().context("cannot start cargo test")?;
+        if !status.success() {
+            bail!("cargo test failed with {status}");
+        }
+        Ok(())
+    });
+    if !keep && let Err(e) = devservices::Services::down(&root) {
+        eprintln!("xtask: cannot stop the services: {e:#}");
+    }
+    result
+}
+
+/// `cargo xtask services up|down|status`.
+fn services(args: &[String]) -> Result<()> {
+    let root = root();
+    match args.first().map(String::as_str) {
+        Some("up") => {
+            devservices::Services::install(&root)?;
+            let env = devservices::Services::up(&root)?;
+            print_status(&root)?;
+            println!(
+                "\nenvironment in {}:",
+                devservices::Env::path(&root).display()
+            );
+            for (key, value) in env.vars() {
+                println!("  {key}={value}");
+            }
+            Ok(())
+        }
+        Some("down") => {
+            devservices::Services::down(&root)?;
+            print_status(&root)
+        }
+        Some("status") => print_status(&root),
+        _ => bail!("usage: cargo xtask services up|down|status"),
+    }
+}
+
+fn print_status(root: &Path) -> Result<()> {
+    for service in devservices::Services::status(root)? {
+        println!("{service}");
+    }
+    Ok(())
 }
 
 fn bench() -> Result<()> {
