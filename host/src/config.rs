@@ -43,6 +43,63 @@ pub struct HostConfig {
     /// Verticals by name.
     #[serde(default)]
     pub verticals: BTreeMap<String, VerticalConfig>,
+    /// Temporal (distributed mode). Without it `toolhost host` serves
+    /// embedded runs over HTTP only.
+    #[serde(default)]
+    pub temporal: Option<crate::distributed::TemporalConfig>,
+    /// Where targets, components and results are stored.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: the blob store and the target cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `[storage.s3]`: an S3-compatible bucket. Without it blobs live under
+    /// `data_dir` (one machine only).
+    #[serde(default)]
+    pub s3: Option<crate::storage::s3::S3Config>,
+    /// Size cap of this host's cache of unpacked targets.
+    #[serde(default = "default_cache_mib")]
+    pub target_cache_mib: u64,
+    /// Largest unpacked target accepted.
+    #[serde(default = "default_max_target_mib")]
+    pub max_target_mib: u64,
+    /// Most files in a target.
+    #[serde(default = "default_max_target_files")]
+    pub max_target_files: u64,
+}
+
+fn default_cache_mib() -> u64 {
+    2048
+}
+fn default_max_target_mib() -> u64 {
+    4096
+}
+fn default_max_target_files() -> u64 {
+    500_000
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            s3: None,
+            target_cache_mib: default_cache_mib(),
+            max_target_mib: default_max_target_mib(),
+            max_target_files: default_max_target_files(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Caps applied when unpacking a target.
+    pub fn unpack_caps(&self) -> crate::storage::pack::UnpackCaps {
+        crate::storage::pack::UnpackCaps {
+            max_bytes: self.max_target_mib.saturating_mul(1 << 20),
+            max_files: self.max_target_files,
+        }
+    }
 }
 
 /// Settings of a long-running host process.
@@ -90,8 +147,51 @@ impl HostConfig {
         config.toolbox = base.join(&config.toolbox);
         config.data_dir = base.join(&config.data_dir);
         config.work_dir = config.work_dir.map(|w| base.join(w));
+        config.apply_env();
         config.check()?;
         Ok(config)
+    }
+
+    /// Applies `TOOLHOST_TEMPORAL_ADDRESS`, `TOOLHOST_TEMPORAL_NAMESPACE`,
+    /// `TOOLHOST_S3_ENDPOINT`, `TOOLHOST_S3_BUCKET` and `TOOLHOST_S3_REGION`
+    /// (as written by `cargo xtask services up` to `.services/env`), which
+    /// override the file.
+    fn apply_env(&mut self) {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(address) = var("TOOLHOST_TEMPORAL_ADDRESS") {
+            self.temporal.get_or_insert_with(Default::default).address = address;
+        }
+        if let Some(ns) = var("TOOLHOST_TEMPORAL_NAMESPACE") {
+            self.temporal.get_or_insert_with(Default::default).namespace = ns;
+        }
+        if let Some(bucket) = var("TOOLHOST_S3_BUCKET") {
+            let s3 = self.storage.s3.get_or_insert_with(Default::default);
+            s3.bucket = bucket;
+            if let Some(e) = var("TOOLHOST_S3_ENDPOINT") {
+                s3.endpoint = Some(e);
+            }
+            if let Some(r) = var("TOOLHOST_S3_REGION") {
+                s3.region = Some(r);
+            }
+        }
+    }
+
+    /// The configured blob store: S3 when `[storage.s3]` is set, else the
+    /// local directory `data_dir`.
+    pub fn blob_store(&self) -> Result<std::sync::Arc<dyn crate::storage::BlobStore>> {
+        Ok(match &self.storage.s3 {
+            Some(s3) => std::sync::Arc::new(crate::storage::s3::S3Store::new(s3.clone())?),
+            None => std::sync::Arc::new(crate::storage::LocalStore::new(&self.data_dir)),
+        })
+    }
+
+    /// The `[temporal]` section, or an error saying how to configure it.
+    pub fn temporal(&self) -> Result<&crate::distributed::TemporalConfig> {
+        self.temporal.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Temporal configured: add a [temporal] section (address = \"http://127.0.0.1:7233\") to the host config, or set TOOLHOST_TEMPORAL_ADDRESS (`cargo xtask services up` writes .services/env)"
+            )
+        })
     }
 
     /// Overrides the toolbox directory (absolute, relative to the current directory).

@@ -5,10 +5,12 @@
 //! and `capabilities` (which together make a guest store: the runtime owns
 //! stores and limits, capabilities own policy) -> `sandbox`/`storage`;
 //! `manifest`, `report` and `util` are shared data and rendering.
+//! `distributed` is the Temporal engine beside `engine`'s embedded one.
 
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod distributed;
 pub mod engine;
 pub mod manifest;
 pub mod report;

@@ -3,6 +3,8 @@
 //! host config, toolbox, data and work directory, and runs workflows through
 //! the real host (library or `toolhost` binary).
 
+pub mod services;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -42,10 +44,15 @@ fn checked(cmd: &mut Command) {
     );
 }
 
-/// Builds both wasm workspaces and the `toolhost` binary, once.
+/// Builds both wasm workspaces and the `toolhost` binary, once. With
+/// `TOOLHOST_PREBUILT=1` (set by `cargo xtask test`, which has built them
+/// already in the same feature set as the tests) nothing is rebuilt.
 fn build_all() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var("TOOLHOST_PREBUILT").is_ok_and(|v| v == "1") {
+            return;
+        }
         for manifest in ["plugins/Cargo.toml", "tests/components/Cargo.toml"] {
             checked(cargo().args([
                 "build",
@@ -84,7 +91,7 @@ pub fn toolhost_bin() -> PathBuf {
 }
 
 /// Extra vertical for the probe: harmless system tools.
-const TEST_VERTICAL: &str = r#"
+pub const TEST_VERTICAL: &str = r#"
 [verticals.test]
 description = "test tools"
 [verticals.test.tools.sleep]

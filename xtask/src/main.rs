@@ -214,6 +214,10 @@ fn test(extra: &[String]) -> Result<()> {
             devservices::Env::path(&root).display()
         );
         env.apply_to(&mut cmd);
+        // The `--no-run` build above made the binaries (host/tests/cli.rs
+        // needs them) in the tests' own feature set: the harness must not
+        // rebuild them in another one.
+        cmd.env("TOOLHOST_PREBUILT", "1");
         let status = cmd.status().context("cannot start cargo test")?;
         if !status.success() {
             bail!("cargo test failed with {status}");
@@ -259,7 +263,12 @@ fn print_status(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench [--distributed [--runs N] [--concurrency N] [--rounds N] [--upload-mib N]]`:
+/// the arguments go to the harness; `--distributed` measures distributed
+/// mode against the dev services, started here when they are not running
+/// (and stopped again at the end).
 fn bench() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
     setup_targets()?;
     build_plugins()?;
     run(cargo().args([
@@ -270,7 +279,31 @@ fn bench() -> Result<()> {
         "--package",
         "toolhost-bench",
     ]))?;
-    run(Command::new(root().join("target/release/toolhost-bench")).current_dir(root()))
+    let mut cmd = Command::new(root().join("target/release/toolhost-bench"));
+    cmd.current_dir(root()).args(&args);
+    if !args.iter().any(|a| a == "--distributed") {
+        return run(&mut cmd);
+    }
+    let root = root();
+    devservices::Services::install(&root)?;
+    let was_running = devservices::Services::running(&root);
+    let result = devservices::Services::up(&root).and_then(|env| {
+        // Announced before the variables are added: `{cmd:?}` would print the secret key.
+        eprintln!(
+            "xtask: running {cmd:?} with the variables of {}",
+            devservices::Env::path(&root).display()
+        );
+        env.apply_to(&mut cmd);
+        let status = cmd.status().context("cannot start the benchmark")?;
+        if !status.success() {
+            bail!("the benchmark failed with {status}");
+        }
+        Ok(())
+    });
+    if !was_running && let Err(e) = devservices::Services::down(&root) {
+        eprintln!("xtask: cannot stop the services: {e:#}");
+    }
+    result
 }
 
 fn lint() -> Result<()> {

@@ -26,7 +26,21 @@ impl Host for GuestState {
                 input_json.len()
             )));
         }
-        let run = self.run.clone();
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.activity(name, input_json).await;
+        }
+        call_activity(self.run.clone(), &name, &input_json).await
+    }
+}
+
+/// Runs the `activity` export `name` of `run`'s component in a fresh
+/// instance with the workspace preopened. A trap is an `Err`.
+pub async fn call_activity(
+    run: std::sync::Arc<crate::capabilities::RunContext>,
+    name: &str,
+    input_json: &str,
+) -> anyhow::Result<Result<String, String>> {
+    {
         run.journal
             .host_log("debug", &format!("activity `{name}` started"));
         let started = std::time::Instant::now();
@@ -35,7 +49,7 @@ impl Host for GuestState {
         // A trap inside the activity (limit, panic, deadline) ends the run:
         // propagate it as a trap of the workflow instance too.
         let result = instance
-            .call_activity(&mut store, &name, &input_json)
+            .call_activity(&mut store, name, input_json)
             .await
             .map_err(|e| match store.data().limiter.exceeded.clone() {
                 Some(limit) => anyhow::anyhow!("activity `{name}`: {limit}"),

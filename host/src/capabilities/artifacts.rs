@@ -23,15 +23,22 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 impl GuestState {
     fn store_artifact(&self, name: &str, contents: &[u8]) -> Result<(), String> {
+        store_artifact(&self.run, name, contents)
+    }
+}
+
+/// Stores artifact `name` of `run` in its artifacts directory, charged to
+/// the write quota.
+pub fn store_artifact(run: &super::RunContext, name: &str, contents: &[u8]) -> Result<(), String> {
+    {
         check_name(name)?;
-        self.run
-            .workspace
+        run.workspace
             .charge_write(contents.len() as u64)
             .map_err(|e| super::workspace::describe(&e))?;
-        std::fs::create_dir_all(&self.run.artifacts_dir)
-            .and_then(|()| std::fs::write(self.run.artifacts_dir.join(name), contents))
+        std::fs::create_dir_all(&run.artifacts_dir)
+            .and_then(|()| std::fs::write(run.artifacts_dir.join(name), contents))
             .map_err(|e| format!("cannot store artifact `{name}`: {e}"))?;
-        self.run.journal.host_log(
+        run.journal.host_log(
             "info",
             &format!("stored artifact `{name}` ({} bytes)", contents.len()),
         );
@@ -41,10 +48,16 @@ impl GuestState {
 
 impl Host for GuestState {
     async fn put(&mut self, name: String, contents: Vec<u8>) -> anyhow::Result<Result<(), String>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.artifact(name, Some(contents), None).await;
+        }
         Ok(self.store_artifact(&name, &contents))
     }
 
     async fn put_file(&mut self, name: String, path: String) -> anyhow::Result<Result<(), String>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.artifact(name, None, Some(path)).await;
+        }
         let contents = match self.run.workspace.read(&path) {
             Ok(c) => c,
             Err(e) => {

@@ -27,6 +27,11 @@ impl Host for GuestState {
 
     async fn sleep_ms(&mut self, ms: u64) -> anyhow::Result<()> {
         let duration = Duration::from_millis(ms);
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            steps.sleep(duration).await?;
+            self.run.clock.advance(duration);
+            return Ok(());
+        }
         tokio::select! {
             _ = tokio::time::sleep(duration) => {}
             _ = self.run.stop.stopped() => {}

@@ -53,6 +53,8 @@ struct Inner {
     fingerprints: HashSet<String>,
     progress: Option<Value>,
     log: Option<BufWriter<File>>,
+    /// Log lines kept in memory instead (distributed runs).
+    captured: Option<Vec<Value>>,
     output_bytes: u64,
     /// Last lines written to guest stderr, to explain traps (panics).
     stderr_tail: Vec<String>,
@@ -83,6 +85,7 @@ impl RunJournal {
                 fingerprints: HashSet::new(),
                 progress: None,
                 log: Some(BufWriter::new(file)),
+                captured: None,
                 output_bytes: 0,
                 stderr_tail: Vec::new(),
             }),
@@ -90,6 +93,53 @@ impl RunJournal {
             max_findings,
             observer,
         })
+    }
+
+    /// A journal keeping its log lines in memory ([`RunJournal::take_lines`]).
+    /// Distributed runs use it: workflow code's journal is rebuilt by replay
+    /// and written to the blob store once, when the run ends.
+    pub fn capture(output_quota_mib: u64, max_findings: usize, observer: Option<Observer>) -> Self {
+        RunJournal {
+            inner: Mutex::new(Inner {
+                findings: Vec::new(),
+                fingerprints: HashSet::new(),
+                progress: None,
+                log: None,
+                captured: Some(Vec::new()),
+                output_bytes: 0,
+                stderr_tail: Vec::new(),
+            }),
+            output_limit: output_quota_mib.saturating_mul(1 << 20),
+            max_findings,
+            observer,
+        }
+    }
+
+    /// The captured log lines so far, removed from the journal.
+    pub fn take_lines(&self) -> Vec<Value> {
+        self.lock()
+            .captured
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// A copy of the captured log lines.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lock().captured.clone().unwrap_or_default()
+    }
+
+    /// Appends log lines recorded elsewhere (by a step's activity), as they are.
+    pub fn append_lines(&self, lines: Vec<Value>) {
+        let mut inner = self.lock();
+        for line in lines {
+            if let Some(captured) = inner.captured.as_mut() {
+                captured.push(line);
+            } else if let Some(log) = inner.log.as_mut() {
+                let _ = serde_json::to_writer(&mut *log, &line);
+                let _ = log.write_all(b"\n");
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -116,6 +166,10 @@ impl RunJournal {
     fn write_line(inner: &mut Inner, mut record: Value) {
         if let Some(obj) = record.as_object_mut() {
             obj.insert("ts".into(), Value::String(crate::util::now_rfc3339()));
+        }
+        if let Some(captured) = inner.captured.as_mut() {
+            captured.push(record);
+            return;
         }
         if let Some(log) = inner.log.as_mut() {
             // The log is best effort: a full disk must not fail the run.

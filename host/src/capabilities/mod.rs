@@ -58,6 +58,24 @@ pub struct RunContext {
     pub limits: GuestLimits,
     /// Workflow time.
     pub clock: WorkflowClock,
+    /// Where workflow code's durable steps go. `None`: they run here and
+    /// now (embedded engine, activity code). `Some`: each one is handed to
+    /// the distributed engine's driver and becomes a Temporal activity or
+    /// timer.
+    pub steps: Option<Arc<crate::distributed::steps::Steps>>,
+}
+
+impl RunContext {
+    /// The step channel, when `kind` is workflow code of a distributed run.
+    pub fn steps_for(
+        &self,
+        kind: crate::runtime::state::CodeKind,
+    ) -> Option<&Arc<crate::distributed::steps::Steps>> {
+        match kind {
+            crate::runtime::state::CodeKind::Workflow => self.steps.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl crate::runtime::bindings::toolhost::workflow::types::Host for GuestState {}

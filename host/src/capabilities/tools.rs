@@ -24,6 +24,9 @@ impl Host for GuestState {
         args: Vec<String>,
         options: RunOptions,
     ) -> anyhow::Result<Result<ToolOutput, ToolError>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.tool(tool, args, options).await;
+        }
         Ok(run_tool(&self.run, &tool, args, options).await)
     }
 }

@@ -246,6 +246,9 @@ fn io_error(path: &str, e: std::io::Error) -> FsError {
 
 impl Host for GuestState {
     async fn read(&mut self, path: String) -> anyhow::Result<Result<Vec<u8>, FsError>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.read(path).await;
+        }
         Ok(self.run.workspace.read(&path))
     }
 
@@ -254,6 +257,9 @@ impl Host for GuestState {
         path: String,
         contents: Vec<u8>,
     ) -> anyhow::Result<Result<(), FsError>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.write(path, contents).await;
+        }
         Ok(self.run.workspace.write(&path, &contents))
     }
 
@@ -262,10 +268,16 @@ impl Host for GuestState {
         path: String,
         recursive: bool,
     ) -> anyhow::Result<Result<Vec<DirEntry>, FsError>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.list_dir(path, recursive).await;
+        }
         Ok(self.run.workspace.list(&path, recursive))
     }
 
     async fn exists(&mut self, path: String) -> anyhow::Result<Result<bool, FsError>> {
+        if let Some(steps) = self.run.steps_for(self.kind) {
+            return steps.exists(path).await;
+        }
         Ok(self.run.workspace.exists(&path))
     }
 }

@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{GlobalArgs, exit, load_config};
+use crate::distributed::worker::{DistributedHost, HostShared};
+use crate::distributed::workflow::Driver;
 use crate::engine::{LocalEngine, RunRecord, RunRequest, StartError};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::toolbox::Toolbox;
@@ -27,7 +29,8 @@ use crate::toolbox::Toolbox;
 #[command(after_help = "\
 The host logs each toolbox change (loaded / rejected / removed, with name, version,
 sha256 and reason) on stderr. HTTP API (loopback by default):
-  GET  /healthz            liveness and registry size
+  GET  /healthz            liveness, registry size, and (distributed) host id and queues
+  GET  /metrics            Prometheus metrics (runs, steps, tools, caches)
   GET  /workflows          the registry (current versions and rejected files)
   POST /runs               {\"workflow\": \"hello\", \"target\": \"/path\", \"params\": {}} -> run record
   GET  /runs/<run-id>      a recorded run")]
@@ -41,6 +44,8 @@ pub struct HostArgs {
 struct AppState {
     engine: Arc<LocalEngine>,
     shutdown: CancellationToken,
+    /// Set once the host is a Temporal worker.
+    distributed: Arc<std::sync::OnceLock<(Arc<HostShared>, Arc<Driver>)>>,
 }
 
 pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
@@ -76,12 +81,25 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
     let _watch = toolbox.watch()?;
 
     let shutdown = CancellationToken::new();
+    let engine = Arc::new(LocalEngine::new(toolbox.clone())?);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+
+    // The HTTP API answers at once (health, metrics), also while the host
+    // is still connecting to Temporal.
+    let distributed_state = Arc::new(std::sync::OnceLock::new());
     let state = AppState {
-        engine: Arc::new(LocalEngine::new(toolbox)?),
+        engine: engine.clone(),
         shutdown: shutdown.clone(),
+        distributed: distributed_state.clone(),
     };
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/workflows", get(workflows))
         .route("/runs", post(start_run))
         .route("/runs/{id}", get(get_run))
@@ -91,17 +109,72 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!("listening on http://{addr}");
     eprintln!("toolhost host: listening on http://{addr} (Ctrl-C to stop)");
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
 
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: cancelling runs in flight");
-        stop.cancel();
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    // Distributed mode: a Temporal worker beside the HTTP API.
+    let mut publisher = None;
+    let distributed = match &config.temporal {
+        None => None,
+        Some(temporal) => {
+            let Some(vertical) = config.host.vertical.clone() else {
+                anyhow::bail!(
+                    "a distributed host serves one vertical: set [host] vertical (configured verticals: {})",
+                    config.vertical_names()
+                );
+            };
+            let blobs = config.blob_store()?;
+            let host_id = crate::distributed::worker::host_id(&config, temporal);
+            let components = crate::distributed::components::Components::new(
+                toolbox.clone(),
+                blobs.clone(),
+                &host_id,
+                temporal.vertical_queue(&vertical),
+            );
+            publisher = Some(components.publish_continuously());
+            let targets = crate::storage::target_cache::TargetCache::new(
+                config.data_dir.join("cache").join("targets"),
+                config.storage.target_cache_mib.saturating_mul(1 << 20),
+                config.storage.unpack_caps(),
+            )?;
+            let empty_dir = config.data_dir.join("empty");
+            std::fs::create_dir_all(&empty_dir)
+                .with_context(|| format!("cannot create `{}`", empty_dir.display()))?;
+            let shared = Arc::new(HostShared {
+                vertical,
+                host_id,
+                temporal: temporal.clone(),
+                components,
+                blobs,
+                targets,
+                sandbox: engine.sandbox().clone(),
+                metrics: Default::default(),
+                empty_dir,
+                in_flight: Default::default(),
+            });
+            tracing::info!("blob store: {}", shared.blobs.describe());
+            Some(DistributedHost::start(shared, &shutdown).await?)
+        }
+    };
+    if let Some(d) = &distributed {
+        let _ = distributed_state.set((d.shared.clone(), d.driver.clone()));
+    }
+    server
         .await
+        .context("HTTP server panicked")?
         .context("HTTP server failed")?;
+    if let Some(d) = distributed {
+        tracing::info!(
+            "stopping the Temporal worker: in-flight steps get 10 s to finish, then go back to Temporal"
+        );
+        d.shutdown().await;
+    }
+    if let Some(p) = publisher {
+        p.abort();
+    }
     Ok(exit::OK)
 }
 
@@ -122,12 +195,54 @@ async fn wait_for_signal() {
 
 async fn healthz(State(s): State<AppState>) -> Json<Value> {
     let r = s.engine.registry();
-    Json(json!({
+    let mut body = json!({
         "status": "ok",
         "workflows": r.workflows().count(),
         "versions": r.versions().count(),
         "rejected": r.rejections().count(),
-    }))
+    });
+    if let Some((shared, driver)) = s.distributed.get() {
+        body["host_id"] = json!(shared.host_id);
+        body["vertical"] = json!(shared.vertical);
+        body["task_queues"] = json!([
+            shared.temporal.vertical_queue(&shared.vertical),
+            shared
+                .temporal
+                .host_queue(&shared.vertical, &shared.host_id)
+        ]);
+        body["cached_runs"] = json!(driver.cached());
+    }
+    Json(body)
+}
+
+async fn metrics(
+    State(s): State<AppState>,
+) -> (
+    StatusCode,
+    [(axum::http::header::HeaderName, &'static str); 1],
+    String,
+) {
+    let text = match s.distributed.get() {
+        Some((shared, driver)) => shared.metrics.render(&shared.gauges(driver.cached())),
+        None => {
+            let empty = crate::distributed::metrics::Metrics::default();
+            empty.render(&crate::distributed::metrics::Gauges {
+                target_cache_bytes: 0,
+                target_cache_entries: 0,
+                registry_workflows: s.engine.registry().workflows().count(),
+                cached_runs: 0,
+                steps_in_flight: 0,
+            })
+        }
+    };
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 async fn workflows(State(s): State<AppState>) -> Json<Value> {
@@ -184,6 +299,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<RunRecord>, (StatusCode, Json<Value>)> {
     RunRecord::load(s.engine.store(), &id)
+        .await
         .map(Json)
         .map_err(|e| {
             (

@@ -311,11 +311,38 @@ pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Resu
     }
 }
 
-pub(super) fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8> {
+pub(super) async fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
     let store = LocalStore::new(&config.data_dir);
-    let record = RunRecord::load(&store, &args.run_id)
-        .map_err(|e| CliError::with_code(exit::USAGE, format!("{e:#}")))?;
+    // Embedded runs are recorded locally; distributed ones in the blob
+    // store once they end, and a running one answers a query.
+    let mut record = RunRecord::load(&store, &args.run_id).await;
+    if record.is_err() && config.storage.s3.is_some() {
+        let blobs = config.blob_store()?;
+        record = RunRecord::load(blobs.as_ref(), &args.run_id).await;
+    }
+    if record.is_err()
+        && let Some(temporal) = &config.temporal
+    {
+        let client =
+            crate::distributed::client::RunClient::connect(temporal, config.blob_store()?).await?;
+        if let Ok(live) = client
+            .query(&args.run_id, crate::distributed::QUERY_FINDINGS)
+            .await
+        {
+            let findings: Vec<crate::manifest::Finding> = serde_json::from_value(live)?;
+            eprintln!("run {} is still running: findings so far", args.run_id);
+            match args.format {
+                FindingsFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+                FindingsFormat::Sarif | FindingsFormat::Table => {
+                    write_findings_table(&findings, &mut std::io::stdout().lock(), false)?;
+                    println!("{}", counts_line(&findings));
+                }
+            }
+            return Ok(exit::OK);
+        }
+    }
+    let record = record.map_err(|e| CliError::with_code(exit::USAGE, format!("{e:#}")))?;
     match args.format {
         FindingsFormat::Json => println!("{}", serde_json::to_string_pretty(&record.findings)?),
         FindingsFormat::Sarif => print!("{}", String::from_utf8_lossy(&record.sarif_bytes())),

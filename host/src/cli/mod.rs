@@ -7,6 +7,7 @@ mod host;
 mod inspect;
 mod new;
 mod output;
+mod remote;
 mod run;
 
 use std::path::PathBuf;
@@ -48,7 +49,12 @@ Quick start:
   cargo xtask demo                                  build the plugins and scan a sample crate
   toolhost workflows                                list what the toolbox offers
   toolhost run security_assessment --target .       scan the current directory
-  toolhost new my_scan                              start a new workflow crate";
+  toolhost new my_scan                              start a new workflow crate
+
+Distributed mode (Temporal + S3; see docs/DISTRIBUTED.md):
+  toolhost host --config host.toml                  a Temporal worker for one vertical
+  toolhost submit security_assessment --target . --wait
+  toolhost status <run-id> | list | cancel <run-id> | logs <run-id> | artifacts <run-id> --out DIR";
 
 /// Run sandboxed WebAssembly workflows that drive native security tools.
 #[derive(Parser, Debug)]
@@ -95,6 +101,18 @@ enum Command {
     New(new::NewArgs),
     /// Report what the tool sandbox can enforce here, and which tools exist.
     Doctor(doctor::DoctorArgs),
+    /// Distributed: pack and upload a target, start a run on Temporal.
+    Submit(remote::SubmitArgs),
+    /// Distributed: a run's state, live progress, or why it is still queued.
+    Status(remote::StatusArgs),
+    /// Distributed: runs known to Temporal.
+    List(remote::ListArgs),
+    /// Distributed: cancel a run (its tools are killed, the guest sees `cancelled`).
+    Cancel(remote::CancelArgs),
+    /// Distributed: a run's log.
+    Logs(remote::LogsArgs),
+    /// Distributed: download a run's artifacts.
+    Artifacts(remote::ArtifactsArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -130,8 +148,14 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Workflows(args) => inspect::workflows(&g, args).await,
         Command::Describe(args) => inspect::describe(&g, args).await,
         Command::Validate(args) => inspect::validate(&g, args).await,
-        Command::Findings(args) => inspect::findings(&g, args),
+        Command::Findings(args) => inspect::findings(&g, args).await,
         Command::New(args) => new::new(args),
+        Command::Submit(args) => remote::submit(&g, args).await,
+        Command::Status(args) => remote::status(&g, args).await,
+        Command::List(args) => remote::list(&g, args).await,
+        Command::Cancel(args) => remote::cancel(&g, args).await,
+        Command::Logs(args) => remote::logs(&g, args).await,
+        Command::Artifacts(args) => remote::artifacts(&g, args).await,
         Command::Doctor(args) => doctor::doctor(&g, args),
         Command::Completions { shell } => {
             clap_complete::generate(

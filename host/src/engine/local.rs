@@ -182,6 +182,7 @@ impl LocalEngine {
             stop: StopSignal::new(),
             limits: self.config.limits.clone(),
             clock: WorkflowClock::new(run_id, workflow_start_ms),
+            steps: None,
         }))
     }
 
@@ -274,17 +275,7 @@ impl LocalEngine {
             let (status, error, summary) = execute(&ctx, &params_json).await;
             watchdog.abort();
 
-            let mut findings = journal.findings();
-            findings.sort_by(|a, b| {
-                b.severity.cmp(&a.severity).then_with(|| {
-                    let key = |f: &crate::manifest::Finding| {
-                        f.location
-                            .as_ref()
-                            .map(|l| (l.path.clone(), l.start_line.unwrap_or(0)))
-                    };
-                    key(a).cmp(&key(b))
-                })
-            });
+            let findings = sorted_findings(journal.findings());
             let artifacts = list_artifacts(&ctx.artifacts_dir);
             journal.host_log(
                 "info",
@@ -318,6 +309,7 @@ impl LocalEngine {
             };
             record
                 .save(&self.store as &dyn BlobStore)
+                .await
                 .map_err(|e| StartError::Setup(e.into()))?;
             Ok(record)
         }
@@ -377,6 +369,23 @@ pub async fn execute(
         }
         None => (RunStatus::Failed, Some("run abandoned".into()), Value::Null),
     }
+}
+
+/// Findings in report order: most severe first, then by location.
+pub fn sorted_findings(
+    mut findings: Vec<crate::manifest::Finding>,
+) -> Vec<crate::manifest::Finding> {
+    findings.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then_with(|| {
+            let key = |f: &crate::manifest::Finding| {
+                f.location
+                    .as_ref()
+                    .map(|l| (l.path.clone(), l.start_line.unwrap_or(0)))
+            };
+            key(a).cmp(&key(b))
+        })
+    });
+    findings
 }
 
 /// A trap as one readable sentence (the root cause, without the backtrace).

@@ -118,19 +118,23 @@ impl RunRecord {
     }
 
     /// Writes `result.json` and `findings.sarif`.
-    pub fn save(&self, store: &dyn BlobStore) -> Result<(), StoreError> {
+    pub async fn save(&self, store: &dyn BlobStore) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
-        store.put(
-            &Self::key(&self.run_id, "findings.sarif"),
-            &self.sarif_bytes(),
-        )?;
-        store.put(&Self::key(&self.run_id, "result.json"), &json)
+        store
+            .put(
+                &Self::key(&self.run_id, "findings.sarif"),
+                self.sarif_bytes(),
+            )
+            .await?;
+        store
+            .put(&Self::key(&self.run_id, "result.json"), json)
+            .await
     }
 
     /// Loads a run's record.
-    pub fn load(store: &dyn BlobStore, run_id: &str) -> Result<Self, anyhow::Error> {
+    pub async fn load(store: &dyn BlobStore, run_id: &str) -> Result<Self, anyhow::Error> {
         crate::engine::check_run_id(run_id).map_err(anyhow::Error::msg)?;
-        let bytes = store.get(&Self::key(run_id, "result.json")).map_err(|e| match e {
+        let bytes = store.get(&Self::key(run_id, "result.json")).await.map_err(|e| match e {
             StoreError::NotFound(_) => anyhow::anyhow!(
                 "no run `{run_id}` in this data directory; `ls .toolhost/runs` lists the recorded runs"
             ),

@@ -98,6 +98,7 @@ pub async fn describe(
         stop: StopSignal::new(),
         limits: config.limits.clone(),
         clock: WorkflowClock::new("describe", 0),
+        steps: None,
     });
     let mut store = new_store(ctx.clone(), CodeKind::Describe)?;
     let call = async {

@@ -92,7 +92,7 @@ impl Workflow for Probe {
     const DESCRIPTION: &'static str = "Test probe: performs the listed actions.";
     const VERTICAL: &'static str = "test";
     const TOOLS: &'static [&'static str] = &["sleep", "sh", "cat", "true", "env", "python3"];
-    const TIMEOUT_SECS: u32 = 20;
+    const TIMEOUT_SECS: u32 = 300;
 
     type Params = Params;
     type Output = Value;

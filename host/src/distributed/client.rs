@@ -1,0 +1,403 @@
+//! The submitter side: start runs by workflow name, follow them, query,
+//! cancel and list them, over Temporal's gRPC API, and read their results
+//! from the blob store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::Value;
+use temporalio_client::grpc::WorkflowService;
+use temporalio_client::{Connection, ConnectionOptions};
+use temporalio_common::protos::coresdk::{AsJsonPayloadExt, FromJsonPayloadExt};
+use temporalio_common::protos::temporal::api::common::v1::{
+    Payloads, WorkflowExecution, WorkflowType,
+};
+use temporalio_common::protos::temporal::api::enums::v1::{
+    HistoryEventFilterType, TaskQueueKind, TaskQueueType, WorkflowExecutionStatus,
+};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
+use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, GetWorkflowExecutionHistoryRequest,
+    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
+    StartWorkflowExecutionRequest,
+};
+
+use super::components::PublishedWorkflow;
+use super::{TemporalConfig, WorkflowInput, WorkflowOutput};
+use crate::storage::BlobStore;
+
+/// A connection for submitters.
+pub struct RunClient {
+    conn: Connection,
+    namespace: String,
+    address: String,
+    prefix: String,
+    /// Where targets and results are.
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+/// What Temporal knows of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    pub run_id: String,
+    pub workflow: String,
+    /// `running`, `completed`, `failed`, `canceled`, `terminated`,
+    /// `timed-out`, ...
+    pub status: String,
+    pub task_queue: String,
+    pub started: Option<String>,
+    pub closed: Option<String>,
+    pub history_length: i64,
+    /// Steps scheduled and not completed: (activity type, state, attempt,
+    /// last failure).
+    pub pending_steps: Vec<Value>,
+}
+
+fn ts(t: Option<prost_wkt_types::Timestamp>) -> Option<String> {
+    let t = t?;
+    let st = std::time::SystemTime::try_from(t).ok()?;
+    let odt: time::OffsetDateTime = st.into();
+    odt.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn status_name(s: i32) -> String {
+    match WorkflowExecutionStatus::try_from(s).unwrap_or(WorkflowExecutionStatus::Unspecified) {
+        WorkflowExecutionStatus::Running => "running",
+        WorkflowExecutionStatus::Completed => "completed",
+        WorkflowExecutionStatus::Failed => "failed",
+        WorkflowExecutionStatus::Canceled => "cancelled",
+        WorkflowExecutionStatus::Terminated => "terminated",
+        WorkflowExecutionStatus::ContinuedAsNew => "continued-as-new",
+        WorkflowExecutionStatus::TimedOut => "timed-out",
+        _ => "unknown",
+    }
+    .into()
+}
+
+fn rpc_error(what: &str, run_id: &str, e: tonic::Status) -> anyhow::Error {
+    match e.code() {
+        tonic::Code::NotFound => {
+            anyhow::anyhow!("no run `{run_id}` in Temporal ({what}: {})", e.message())
+        }
+        tonic::Code::Unavailable => anyhow::anyhow!(
+            "Temporal is unavailable ({what}: {}); is the server running?",
+            e.message()
+        ),
+        _ => anyhow::anyhow!("{what} `{run_id}` failed: {}", e.message()),
+    }
+}
+
+impl RunClient {
+    /// Connects (one attempt, 10 s) to the Temporal frontend.
+    pub async fn connect(
+        temporal: &TemporalConfig,
+        blobs: Arc<dyn BlobStore>,
+    ) -> anyhow::Result<Self> {
+        let url = temporalio_client::Url::parse(&temporal.address)
+            .with_context(|| format!("temporal.address `{}` is not a URL", temporal.address))?;
+        let options = ConnectionOptions::new(url)
+            .identity(format!("toolhost-cli@{}", std::process::id()))
+            .build();
+        let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(options))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .with_context(|| {
+                format!(
+                    "cannot reach Temporal at {}; start it (`cargo xtask services up` for a local one) or set [temporal] address",
+                    temporal.address
+                )
+            })?;
+        Ok(RunClient {
+            conn,
+            namespace: temporal.namespace.clone(),
+            address: temporal.address.clone(),
+            prefix: temporal.task_queue_prefix.clone(),
+            blobs,
+        })
+    }
+
+    fn svc(&self) -> Box<dyn WorkflowService> {
+        self.conn.workflow_service()
+    }
+
+    fn execution(run_id: &str) -> Option<WorkflowExecution> {
+        Some(WorkflowExecution {
+            workflow_id: run_id.to_string(),
+            run_id: String::new(),
+        })
+    }
+
+    /// Starts run `run_id` of `wf` with `input`; its execution timeout is
+    /// the workflow's own.
+    pub async fn start(
+        &self,
+        wf: &PublishedWorkflow,
+        run_id: &str,
+        input: &WorkflowInput,
+    ) -> anyhow::Result<()> {
+        let req = StartWorkflowExecutionRequest {
+            namespace: self.namespace.clone(),
+            workflow_id: run_id.to_string(),
+            workflow_type: Some(WorkflowType {
+                name: wf.name.clone(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: wf.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
+            input: Some(Payloads {
+                payloads: vec![input.as_json_payload()?],
+            }),
+            workflow_execution_timeout: prost_wkt_types::Duration::try_from(Duration::from_secs(
+                u64::from(wf.timeout_secs.max(1)) + 120,
+            ))
+            .ok(),
+            identity: "toolhost-cli".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        self.svc()
+            .start_workflow_execution(tonic::Request::new(req))
+            .await
+            .map_err(|e| rpc_error("start", run_id, e))?;
+        Ok(())
+    }
+
+    /// What Temporal knows of `run_id`.
+    pub async fn describe(&self, run_id: &str) -> anyhow::Result<RunState> {
+        let resp = self
+            .svc()
+            .describe_workflow_execution(tonic::Request::new(DescribeWorkflowExecutionRequest {
+                namespace: self.namespace.clone(),
+                execution: Self::execution(run_id),
+            }))
+            .await
+            .map_err(|e| rpc_error("describe", run_id, e))?
+            .into_inner();
+        let info = resp.workflow_execution_info.unwrap_or_default();
+        Ok(RunState {
+            run_id: run_id.to_string(),
+            workflow: info.r#type.map(|t| t.name).unwrap_or_default(),
+            status: status_name(info.status),
+            task_queue: info.task_queue,
+            started: ts(info.start_time),
+            closed: ts(info.close_time),
+            history_length: info.history_length,
+            pending_steps: resp
+                .pending_activities
+                .into_iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "type": a.activity_type.map(|t| t.name).unwrap_or_default(),
+                        "attempt": a.attempt,
+                        "last_failure": a.last_failure.map(|f| f.message),
+                        "last_worker": a.last_worker_identity,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// Answers query `name` (`status`, `progress`, `findings`) of a running
+    /// run. A query needs a host to answer it: this gives up after 5 s.
+    pub async fn query(&self, run_id: &str, name: &str) -> anyhow::Result<Value> {
+        tokio::time::timeout(Duration::from_secs(5), self.query_once(run_id, name))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no host answered query `{name}` of {run_id} within 5 s")
+            })?
+    }
+
+    async fn query_once(&self, run_id: &str, name: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .svc()
+            .query_workflow(tonic::Request::new(QueryWorkflowRequest {
+                namespace: self.namespace.clone(),
+                execution: Self::execution(run_id),
+                query: Some(WorkflowQuery {
+                    query_type: name.to_string(),
+                    query_args: None,
+                    header: None,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| rpc_error("query", run_id, e))?
+            .into_inner();
+        let payload = resp
+            .query_result
+            .and_then(|p| p.payloads.into_iter().next())
+            .ok_or_else(|| anyhow::anyhow!("empty answer to query `{name}`"))?;
+        Ok(Value::from_json_payload(&payload)?)
+    }
+
+    /// Asks Temporal to cancel `run_id`.
+    pub async fn cancel(&self, run_id: &str) -> anyhow::Result<()> {
+        self.svc()
+            .request_cancel_workflow_execution(tonic::Request::new(
+                RequestCancelWorkflowExecutionRequest {
+                    namespace: self.namespace.clone(),
+                    workflow_execution: Self::execution(run_id),
+                    identity: "toolhost-cli".into(),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    reason: "cancelled with `toolhost cancel`".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map_err(|e| rpc_error("cancel", run_id, e))?;
+        Ok(())
+    }
+
+    /// Runs, newest first, optionally of one workflow and/or status.
+    pub async fn list(
+        &self,
+        workflow: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RunState>> {
+        let mut clauses = vec![];
+        if let Some(w) = workflow {
+            crate::engine::check_run_id(w).map_err(anyhow::Error::msg)?;
+            clauses.push(format!("WorkflowType = '{w}'"));
+        } else {
+            crate::engine::check_run_id(&self.prefix).map_err(anyhow::Error::msg)?;
+            clauses.push(format!("TaskQueue STARTS_WITH '{}-'", self.prefix));
+        }
+        if let Some(s) = status {
+            let t = match s {
+                "running" => "Running",
+                "completed" | "succeeded" => "Completed",
+                "failed" => "Failed",
+                "cancelled" | "canceled" => "Canceled",
+                "terminated" => "Terminated",
+                "timed-out" => "TimedOut",
+                other => bail!(
+                    "unknown status `{other}`; use running, completed, failed, cancelled, terminated or timed-out"
+                ),
+            };
+            clauses.push(format!("ExecutionStatus = '{t}'"));
+        }
+        let mut out = Vec::new();
+        let mut token = Vec::new();
+        loop {
+            let resp = self
+                .svc()
+                .list_workflow_executions(tonic::Request::new(ListWorkflowExecutionsRequest {
+                    namespace: self.namespace.clone(),
+                    page_size: 100,
+                    next_page_token: token,
+                    query: clauses.join(" AND "),
+                }))
+                .await
+                .map_err(|e| rpc_error("list", "*", e))?
+                .into_inner();
+            for info in resp.executions {
+                out.push(RunState {
+                    run_id: info.execution.map(|e| e.workflow_id).unwrap_or_default(),
+                    workflow: info.r#type.map(|t| t.name).unwrap_or_default(),
+                    status: status_name(info.status),
+                    task_queue: info.task_queue,
+                    started: ts(info.start_time),
+                    closed: ts(info.close_time),
+                    history_length: info.history_length,
+                    pending_steps: vec![],
+                });
+            }
+            token = resp.next_page_token;
+            if token.is_empty() || out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Hosts polling `task_queue` for workflow tasks.
+    pub async fn pollers(&self, task_queue: &str) -> anyhow::Result<Vec<String>> {
+        let resp = self
+            .svc()
+            .describe_task_queue(tonic::Request::new(DescribeTaskQueueRequest {
+                namespace: self.namespace.clone(),
+                task_queue: Some(TaskQueue {
+                    name: task_queue.to_string(),
+                    kind: TaskQueueKind::Normal as i32,
+                    normal_name: String::new(),
+                }),
+                task_queue_type: TaskQueueType::Workflow as i32,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| rpc_error("describe task queue", task_queue, e))?
+            .into_inner();
+        Ok(resp.pollers.into_iter().map(|p| p.identity).collect())
+    }
+
+    /// Waits for `run_id` to close and returns its output (also for failed
+    /// and cancelled runs, whose output travels in the failure details).
+    pub async fn wait(&self, run_id: &str) -> anyhow::Result<WorkflowOutput> {
+        loop {
+            let resp = self
+                .svc()
+                .get_workflow_execution_history(tonic::Request::new(
+                    GetWorkflowExecutionHistoryRequest {
+                        namespace: self.namespace.clone(),
+                        execution: Self::execution(run_id),
+                        wait_new_event: true,
+                        history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            let resp = match resp {
+                Ok(r) => r.into_inner(),
+                Err(e) if e.code() == tonic::Code::DeadlineExceeded => continue,
+                Err(e) => return Err(rpc_error("wait for", run_id, e)),
+            };
+            let Some(event) = resp.history.and_then(|h| h.events.into_iter().next_back()) else {
+                continue;
+            };
+            let from = |p: Option<Payloads>| -> Option<WorkflowOutput> {
+                p.and_then(|p| p.payloads.into_iter().next())
+                    .and_then(|p| WorkflowOutput::from_json_payload(&p).ok())
+            };
+            let output = match event.attributes {
+                Some(Attributes::WorkflowExecutionCompletedEventAttributes(a)) => from(a.result),
+                Some(Attributes::WorkflowExecutionFailedEventAttributes(a)) => {
+                    let f = a.failure.unwrap_or_default();
+                    let details = match f.failure_info {
+                        Some(temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(i)) => i.details,
+                        _ => None,
+                    };
+                    match from(details) {
+                        Some(o) => Some(o),
+                        None => bail!("run {run_id} failed: {}", f.message),
+                    }
+                }
+                Some(Attributes::WorkflowExecutionCanceledEventAttributes(a)) => from(a.details),
+                Some(Attributes::WorkflowExecutionTimedOutEventAttributes(_)) => {
+                    bail!("run {run_id} timed out (its execution timeout passed)")
+                }
+                Some(Attributes::WorkflowExecutionTerminatedEventAttributes(a)) => {
+                    bail!("run {run_id} was terminated: {}", a.reason)
+                }
+                _ => continue,
+            };
+            return output.ok_or_else(|| {
+                anyhow::anyhow!("run {run_id} ended without a Toolhost result (was it started with another input?)")
+            });
+        }
+    }
+
+    /// The Temporal address (for messages).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}

@@ -1,0 +1,711 @@
+//! Distributed mode end to end: real Temporal dev server, real S3 (Garage),
+//! real `toolhost host` processes, driven through the `toolhost` CLI and the
+//! stock `temporal` CLI. Each test uses its own task queue prefix and key
+//! prefix, so tests share the servers without seeing each other's runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use toolhost_tests::services::{self, Env};
+use toolhost_tests::{TEST_VERTICAL, component, fixture, toolhost_bin};
+
+/// A set of hosts and a client sharing one task queue prefix.
+struct Cluster {
+    dir: tempfile::TempDir,
+    prefix: String,
+    env: Env,
+    vertical_toml: String,
+}
+
+/// A `toolhost host` child process.
+struct Host {
+    child: Option<Child>,
+    name: String,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    env: Env,
+}
+
+fn free_port() -> u16 {
+    devservices::free_port().expect("free port")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+impl Cluster {
+    fn new(name: &str) -> Self {
+        Self::with_env(name, services::shared().clone())
+    }
+
+    fn with_env(name: &str, env: Env) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Cluster {
+            dir,
+            prefix: format!("t{name}-{suffix}"),
+            env,
+            vertical_toml: TEST_VERTICAL.to_string(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The config of host `name` (or of the client, `name = "client"`).
+    fn config(&self, name: &str, vertical: &str, port: u16) -> PathBuf {
+        let default: String = toolhost::config::DEFAULT_CONFIG
+            .lines()
+            .filter(|l| !l.starts_with("toolbox") && !l.starts_with("data_dir"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!(
+            r#"toolbox = "toolbox-{name}"
+data_dir = "data-{name}"
+work_dir = "work-{name}"
+{default}
+{vertical_toml}
+[host]
+vertical = "{vertical}"
+listen = "127.0.0.1:{port}"
+[temporal]
+host_id = "{name}"
+task_queue_prefix = "{prefix}"
+heartbeat_timeout_secs = 3
+[storage.s3]
+bucket = "{bucket}"
+prefix = "{prefix}"
+"#,
+            vertical_toml = self.vertical_toml,
+            prefix = self.prefix,
+            bucket = self.env.s3_bucket,
+        );
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        std::fs::create_dir_all(self.path(&format!("toolbox-{name}"))).expect("toolbox");
+        path
+    }
+
+    /// Starts host `name` of `vertical` with `components` in its toolbox.
+    fn host(&self, name: &str, vertical: &str, components: &[&str]) -> Host {
+        let port = free_port();
+        let config = self.config(name, vertical, port);
+        for c in components {
+            let dst = self.path(&format!("toolbox-{name}/{c}.wasm"));
+            if !dst.exists() {
+                std::fs::copy(component(c), dst).expect("copy component");
+            }
+        }
+        let mut host = Host {
+            child: None,
+            name: name.to_string(),
+            port,
+            config,
+            log: self.path(&format!("{name}.log")),
+            env: self.env.clone(),
+        };
+        host.start();
+        host
+    }
+
+    fn client_config(&self) -> PathBuf {
+        let p = self.path("client.toml");
+        if !p.exists() {
+            self.config("client", "test", free_port());
+        }
+        p
+    }
+
+    /// Runs `toolhost <args>` as a submitter.
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(toolhost_bin());
+        cmd.arg("--config").arg(self.client_config()).args(args);
+        self.env.apply_to(&mut cmd);
+        cmd.output().expect("run toolhost")
+    }
+
+    /// `toolhost submit`, retried while the workflow is not yet published.
+    fn submit(&self, workflow: &str, target: &Path, params: &Value, extra: &[&str]) -> Output {
+        let params_file = self.path(&format!("params-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&params_file, params.to_string()).expect("params");
+        let start = Instant::now();
+        loop {
+            let mut args = vec![
+                "submit",
+                workflow,
+                "--target",
+                target.to_str().expect("utf-8"),
+                "--params-file",
+                params_file.to_str().expect("utf-8"),
+            ];
+            args.extend_from_slice(extra);
+            let out = self.cli(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("has published") && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+            return out;
+        }
+    }
+
+    /// Submits and returns the run id.
+    fn start_run(&self, workflow: &str, target: &Path, params: &Value) -> String {
+        let out = self.submit(workflow, target, params, &["--json"]);
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("submit --json");
+        v["run_id"].as_str().expect("run_id").to_string()
+    }
+
+    /// Waits for a run and returns its record (from the blob store).
+    fn wait(&self, run_id: &str) -> Value {
+        let out = self.cli(&["status", run_id, "--wait", "--json"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --wait of {run_id}: {e}\nstdout: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// The stock Temporal CLI.
+    fn temporal(&self, args: &[&str]) -> Output {
+        Command::new(&self.env.temporal_cli)
+            .args(args)
+            .args([
+                "--address",
+                self.env.temporal_host_port(),
+                "--namespace",
+                &self.env.temporal_namespace,
+            ])
+            .output()
+            .expect("run temporal")
+    }
+
+    fn history(&self, run_id: &str) -> Vec<Value> {
+        let out = self.temporal(&["workflow", "show", "-w", run_id, "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("history json");
+        v["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Host {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let mut cmd = Command::new(toolhost_bin());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("host")
+            .env("TOOLHOST_LOG", "info,toolhost=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.env.apply_to(&mut cmd);
+        self.child = Some(cmd.spawn().expect("start host"));
+        let port = self.port;
+        let name = self.name.clone();
+        let logp = self.log.clone();
+        let start = Instant::now();
+        loop {
+            if http_get(port, "/healthz").is_some_and(|b| b.contains("task_queues")) {
+                break;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "host {name} exited ({status}):\n{}",
+                    std::fs::read_to_string(&logp).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "host {name} not ready:\n{}",
+                std::fs::read_to_string(&logp).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (graceful shutdown).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").unwrap_or_default()
+    }
+
+    fn toolbox(&self) -> PathBuf {
+        self.config
+            .parent()
+            .expect("dir")
+            .join(format!("toolbox-{}", self.name))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn probe(actions: Value) -> Value {
+    json!({ "actions": actions })
+}
+
+fn empty_target(c: &Cluster) -> PathBuf {
+    let t = c.path("target");
+    std::fs::create_dir_all(&t).expect("target");
+    std::fs::write(t.join("a.txt"), "hello").expect("file");
+    t
+}
+
+/// Findings as comparable keys.
+fn finding_keys(findings: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = findings
+        .as_array()
+        .expect("findings array")
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {}",
+                f["rule_id"], f["severity"], f["location"], f["fingerprint"]
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// 1 + 2: a submitted `security_assessment` finds what the embedded engine
+/// finds on the same target, and its history has one activity per tool step.
+#[tokio::test(flavor = "multi_thread")]
+async fn submitted_assessment_matches_embedded_and_shows_one_activity_per_tool() {
+    let target = fixture("vulnerable_crate");
+    let embedded = {
+        let host = toolhost_tests::TestHost::new(&["security_assessment"], "");
+        let engine = host.engine().await;
+        toolhost_tests::run(&engine, "security_assessment", &target, json!({})).await
+    };
+    assert!(!embedded.findings.is_empty());
+
+    let c = Cluster::new("assess");
+    let _h = c.host("h1", "rust", &["security_assessment"]);
+    let sarif = c.path("out.sarif");
+    let out = c.submit(
+        "security_assessment",
+        &target,
+        &json!({}),
+        &[
+            "--wait",
+            "--json",
+            "--sarif",
+            sarif.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(
+        finding_keys(&record["findings"]),
+        finding_keys(&serde_json::to_value(&embedded.findings).expect("json")),
+        "distributed and embedded findings differ"
+    );
+    // The SARIF written by submit is valid.
+    let doc: Value = serde_json::from_slice(&std::fs::read(&sarif).expect("sarif")).expect("json");
+    toolhost_tests::assert_valid_sarif(&doc);
+
+    // One `tools.run` activity per tool invocation of the embedded run.
+    let run_id = record["run_id"].as_str().expect("run id");
+    let tool_steps = c
+        .history(run_id)
+        .iter()
+        .filter(|e| {
+            e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == "tools.run"
+        })
+        .count();
+    let log = c.cli(&["logs", run_id]);
+    let tool_lines = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .filter(|l| l.contains(" tool `"))
+        .count();
+    assert!(tool_steps > 0);
+    assert_eq!(tool_steps, tool_lines, "one activity per tool step");
+}
+
+/// 3: kill -9 the host mid-run and start it again: the run completes and no
+/// completed tool step runs twice.
+#[test]
+fn killed_host_resumes_without_rerunning_completed_steps() {
+    let mut c = Cluster::new("kill");
+    let counter = c.path("counter");
+    std::fs::create_dir_all(&counter).expect("counter dir");
+    let log = counter.join("steps.log");
+    c.vertical_toml = c.vertical_toml.replace(
+        "[verticals.test.tools.sh]\ncommand = \"sh\"\n",
+        &format!(
+            "[verticals.test.tools.sh]\ncommand = \"sh\"\nwrite_paths = [\"{}\"]\n",
+            counter.display()
+        ),
+    );
+    let mut host = c.host("h1", "test", &["probe"]);
+    let steps: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"op": "tool", "tool": "sh", "args": ["-c", format!("echo step-{i} >> {}; sleep 1", log.display())]})
+        })
+        .collect();
+    let run_id = c.start_run("probe", &empty_target(&c), &probe(Value::Array(steps)));
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_until("two steps", Duration::from_secs(60), || lines().len() >= 2);
+    host.kill9();
+    let at_kill = lines();
+    std::thread::sleep(Duration::from_secs(1));
+    host.start();
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let all = lines();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &all {
+        *counts.entry(l.clone()).or_default() += 1;
+    }
+    for i in 0..6 {
+        assert!(
+            counts.contains_key(&format!("step-{i}")),
+            "step-{i} never ran: {all:?}"
+        );
+    }
+    // Only the step in flight at the kill may have run twice.
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(twice.len() <= 1, "steps ran twice: {twice:?} ({all:?})");
+    if let Some(t) = twice.first() {
+        assert_eq!(
+            Some(t),
+            at_kill.last(),
+            "a completed step ran again: {all:?}"
+        );
+    }
+}
+
+/// 4: replacing the component while a run is in flight: the run finishes on
+/// its pinned digest (even replayed on a restarted host that no longer has
+/// that file), and a new run uses the new version.
+#[test]
+fn inflight_run_keeps_its_pinned_digest_across_replace_and_restart() {
+    let c = Cluster::new("pin");
+    let mut host = c.host("h1", "test", &["probe"]);
+    let old = toolhost::toolbox::digest(&std::fs::read(component("probe")).expect("probe"));
+    let run_id = c.start_run(
+        "probe",
+        &empty_target(&c),
+        &probe(
+            json!([{"op": "tool", "tool": "sleep", "args": ["3"]}, {"op": "tool", "tool": "true"}]),
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let new_bytes = toolhost_tests::with_custom_section(
+        &std::fs::read(component("probe")).expect("probe"),
+        "version-2",
+        b"2",
+    );
+    let new = toolhost::toolbox::digest(&new_bytes);
+    toolhost_tests::publish(&host.toolbox(), "probe.wasm", &new_bytes);
+    // Restart: the run is replayed here, where only the new file exists.
+    host.kill9();
+    host.start();
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["component_digest"], old.as_str());
+
+    let start = Instant::now();
+    loop {
+        let run2 = c.start_run("probe", &empty_target(&c), &probe(json!([])));
+        let r2 = c.wait(&run2);
+        if r2["component_digest"] == new.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "new runs never used the new version"
+        );
+    }
+}
+
+/// 5: two hosts of one vertical share 20 concurrent submissions; every run
+/// completes once and its results are in S3.
+#[test]
+fn two_hosts_share_twenty_runs() {
+    let c = Cluster::new("share");
+    let h1 = c.host("h1", "test", &["probe"]);
+    let h2 = c.host("h2", "test", &["probe"]);
+    let target = empty_target(&c);
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let c = &c;
+                let target = &target;
+                s.spawn(move || {
+                    c.start_run(
+                        "probe",
+                        target,
+                        &probe(json!([{"op": "tool", "tool": "sh", "args": ["-c", format!("echo run-{i}")]}, {"op": "sleep", "ms": 200}])),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("submit thread"))
+            .collect()
+    });
+    for id in &ids {
+        let record = c.wait(id);
+        assert_eq!(record["status"], "succeeded", "{record:#}");
+        let completed = c
+            .history(id)
+            .iter()
+            .filter(|e| e.get("workflowExecutionCompletedEventAttributes").is_some())
+            .count();
+        assert_eq!(completed, 1, "{id} completed {completed} times");
+    }
+    // Results of all 20 are in the blob store.
+    let out = c.cli(&["list", "--status", "completed", "--json", "--limit", "100"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("list json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(20), "{listed:#}");
+    for id in &ids {
+        let out = c.cli(&["findings", id, "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "results of {id} missing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both hosts did work.
+    for h in [&h1, &h2] {
+        let steps = metric(&h.metrics(), "toolhost_step_duration_seconds_count");
+        assert!(
+            steps > 0.0,
+            "host {} executed no step:\n{}",
+            h.name,
+            h.metrics()
+        );
+    }
+}
+
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| {
+                            String::from_utf8_lossy(&c)
+                                .replace('\0', " ")
+                                .contains(needle)
+                        })
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 6: cancelling a long run kills its tool within 5 s and ends it cancelled.
+#[test]
+fn cancel_kills_the_tool_and_ends_cancelled() {
+    let c = Cluster::new("cancel");
+    let _h = c.host("h1", "test", &["probe"]);
+    let needle = format!("sleep 5{}.5", std::process::id() % 10);
+    let secs = needle.trim_start_matches("sleep ").to_string();
+    let run_id = c.start_run(
+        "probe",
+        &empty_target(&c),
+        &probe(json!([{"op": "tool", "tool": "sleep", "args": [secs]}])),
+    );
+    wait_until("the tool to start", Duration::from_secs(30), || {
+        processes_with(&needle) > 0
+    });
+    let out = c.cli(&["cancel", &run_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = Instant::now();
+    wait_until("the tool to be killed", Duration::from_secs(5), || {
+        processes_with(&needle) == 0
+    });
+    eprintln!("tool gone {} ms after cancel", t.elapsed().as_millis());
+    let out = c.cli(&["status", &run_id, "--wait", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["status"], "cancelled", "{record:#}");
+    let state = c.cli(&["status", &run_id, "--json"]);
+    let state: Value = serde_json::from_slice(&state.stdout).expect("status");
+    assert_eq!(state["run"]["status"], "cancelled");
+}
+
+/// 7: a run started (with the stock `temporal` CLI) for a vertical no host
+/// serves stays queued, `toolhost status` says so, and a host of that
+/// vertical completes it when it starts.
+#[test]
+fn run_without_a_host_stays_queued_until_one_starts() {
+    let c = Cluster::new("queued");
+    let run_id = format!("probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let queue = format!("{}-test", c.prefix);
+    let input = json!({"params": {"actions": [{"op": "tool", "tool": "true"}]}}).to_string();
+    let out = c.temporal(&[
+        "workflow",
+        "start",
+        "--type",
+        "probe",
+        "--task-queue",
+        &queue,
+        "--workflow-id",
+        &run_id,
+        "--input",
+        &input,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = c.cli(&["status", &run_id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("running"), "{text}");
+    assert!(text.contains("no host is polling"), "{text}");
+
+    let _h = c.host("h1", "test", &["probe"]);
+    let out = c.cli(&["status", &run_id, "--wait", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+}
+
+/// 8: S3 down during a run: the steps that need it retry, and the run
+/// completes once S3 is back.
+#[test]
+fn s3_outage_during_a_step_is_retried() {
+    let gdir = tempfile::tempdir().expect("tempdir");
+    let mut garage = services::private_garage(gdir.path());
+    let c = Cluster::with_env("s3down", services::shared().with_s3(&garage));
+    let _h = c.host("h1", "test", &["probe"]);
+    let run_id = c.start_run(
+        "probe",
+        &empty_target(&c),
+        &probe(json!([
+            {"op": "tool", "tool": "sleep", "args": ["3"]},
+            {"op": "artifact", "name": "after-outage.txt", "data": "still here"},
+        ])),
+    );
+    // The target is uploaded: S3 goes away while the first step runs.
+    garage.kill().expect("kill garage");
+    assert!(!garage.is_running());
+    std::thread::sleep(Duration::from_secs(8));
+    let state = c.cli(&["status", &run_id, "--json"]);
+    let state: Value = serde_json::from_slice(&state.stdout).expect("status json");
+    assert_eq!(state["run"]["status"], "running", "{state:#}");
+    garage.start().expect("restart garage");
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["artifacts"], json!(["after-outage.txt"]));
+    let out_dir = c.path("artifacts");
+    let out = c.cli(&[
+        "artifacts",
+        &run_id,
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("after-outage.txt")).expect("artifact"),
+        "still here"
+    );
+}
