@@ -186,12 +186,12 @@ fn test(extra: &[String]) -> Result<()> {
         "--target-dir",
         "target/plugins-native",
     ]))?;
-    // The benchmarks are not tests (`cargo xtask bench` runs them), but they
-    // must keep compiling.
-    run(cargo().args(["build", "--package", "toolhost-bench"]))?;
+    // One `cargo test --workspace` builds everything in one feature set:
+    // the benchmarks (no tests of their own, but they must keep compiling),
+    // and the binaries the end-to-end tests start.
     let test_cmd = || {
         let mut cmd = cargo();
-        cmd.args(["test", "--workspace", "--exclude", "toolhost-bench"]);
+        cmd.args(["test", "--workspace"]);
         cmd
     };
     // Compile the tests before starting the servers, so they do not idle

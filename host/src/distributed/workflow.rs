@@ -84,7 +84,6 @@ struct Run {
     /// True when the guest is computing (not suspended in a step).
     guest_running: bool,
     end: Option<GuestEnd>,
-    started_at: String,
     steps_done: u64,
 }
 
@@ -235,13 +234,12 @@ impl Driver {
                             StopReason::DeadlineExceeded { timeout_secs },
                             &mut cmds,
                         );
-                    } else if matches!(&run.pending, Pending::Timer { seq, .. } if *seq == t.seq) {
-                        if let Pending::Timer { reply, .. } =
+                    } else if matches!(&run.pending, Pending::Timer { seq, .. } if *seq == t.seq)
+                        && let Pending::Timer { reply, .. } =
                             std::mem::replace(&mut run.pending, Pending::None)
-                        {
-                            let _ = reply.send(StepOutcome::Done(Value::Null));
-                            run.guest_running = true;
-                        }
+                    {
+                        let _ = reply.send(StepOutcome::Done(Value::Null));
+                        run.guest_running = true;
                     }
                 }
                 Job::CancelWorkflow(_) => {
@@ -301,7 +299,6 @@ impl Driver {
             guest: None,
             guest_running: false,
             end: None,
-            started_at: crate::util::now_rfc3339(),
             steps_done: 0,
         };
         match parsed {
@@ -791,9 +788,11 @@ impl Driver {
                         .map(|t| format!("targets/{t}.tar.zst"))
                 })
                 .unwrap_or_default(),
-            started_at: run.started_at.clone(),
+            started_at: crate::util::rfc3339(
+                time::OffsetDateTime::UNIX_EPOCH + Duration::from_millis(run.start_ms),
+            ),
             ended_at: crate::util::now_rfc3339(),
-            duration_ms: 0,
+            duration_ms: crate::util::now_ms().saturating_sub(run.start_ms),
             workflow_start_ms: run.start_ms,
             counts: SeverityCounts::of(&findings),
             findings,
