@@ -709,3 +709,40 @@ fn s3_outage_during_a_step_is_retried() {
         "still here"
     );
 }
+
+/// `toolhost logs --follow` prints the live log of a running run, then the
+/// rest once it ends, each line once.
+#[test]
+fn logs_follow_prints_each_line_once() {
+    let c = Cluster::new("logs");
+    let _h = c.host("h1", "test", &["probe"]);
+    let run_id = c.start_run(
+        "probe",
+        &empty_target(&c),
+        &probe(json!([
+            {"op": "tool", "tool": "true"},
+            {"op": "tool", "tool": "sleep", "args": ["3"]},
+            {"op": "log", "count": 2, "size": 8},
+        ])),
+    );
+    let out = c.cli(&["logs", &run_id, "--follow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in ["tool `true` exit 0", "tool `sleep` exit 0"] {
+        assert_eq!(
+            text.matches(line).count(),
+            1,
+            "`{line}` not exactly once in:\n{text}"
+        );
+    }
+    let final_log = c.cli(&["logs", &run_id]);
+    assert_eq!(
+        String::from_utf8_lossy(&final_log.stdout).lines().count(),
+        text.lines().count(),
+        "follow printed a different log than the final one"
+    );
+}

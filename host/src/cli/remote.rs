@@ -495,17 +495,22 @@ fn print_log(bytes: &[u8]) {
 pub(super) async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     let client = client(g).await?;
     let key = RunRecord::key(&args.run_id, "log.jsonl");
+    let mut printed = 0usize;
     if args.follow {
-        let mut last = String::new();
+        // Live lines come from the running workflow (a query); the complete
+        // log is written to the blob store when the run ends.
         while client.describe(&args.run_id).await?.status == "running" {
-            if let Ok(status) = client
-                .query(&args.run_id, crate::distributed::QUERY_STATUS)
+            if let Ok(page) = client
+                .query_with(
+                    &args.run_id,
+                    crate::distributed::QUERY_LOG,
+                    Some(json!(printed)),
+                )
                 .await
             {
-                let line = status_line(&status);
-                if line != last {
-                    eprintln!("{line}");
-                    last = line;
+                for line in page["lines"].as_array().into_iter().flatten() {
+                    print_log(line.to_string().as_bytes());
+                    printed += 1;
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -520,7 +525,8 @@ pub(super) async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     }
     match client.blobs.get(&key).await {
         Ok(bytes) => {
-            print_log(&bytes);
+            let rest: Vec<&[u8]> = bytes.split(|b| *b == b'\n').skip(printed).collect();
+            print_log(&rest.join(&b'\n'));
             Ok(exit::OK)
         }
         Err(crate::storage::StoreError::NotFound(_)) => Err(CliError::with_code(

@@ -208,14 +208,29 @@ impl RunClient {
     /// Answers query `name` (`status`, `progress`, `findings`) of a running
     /// run. A query needs a host to answer it: this gives up after 5 s.
     pub async fn query(&self, run_id: &str, name: &str) -> anyhow::Result<Value> {
-        tokio::time::timeout(Duration::from_secs(5), self.query_once(run_id, name))
+        self.query_with(run_id, name, None).await
+    }
+
+    /// [`RunClient::query`] with one JSON argument.
+    pub async fn query_with(
+        &self,
+        run_id: &str,
+        name: &str,
+        arg: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        tokio::time::timeout(Duration::from_secs(5), self.query_once(run_id, name, arg))
             .await
             .map_err(|_| {
                 anyhow::anyhow!("no host answered query `{name}` of {run_id} within 5 s")
             })?
     }
 
-    async fn query_once(&self, run_id: &str, name: &str) -> anyhow::Result<Value> {
+    async fn query_once(
+        &self,
+        run_id: &str,
+        name: &str,
+        arg: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let resp = self
             .svc()
             .query_workflow(tonic::Request::new(QueryWorkflowRequest {
@@ -223,7 +238,12 @@ impl RunClient {
                 execution: Self::execution(run_id),
                 query: Some(WorkflowQuery {
                     query_type: name.to_string(),
-                    query_args: None,
+                    query_args: match arg {
+                        Some(a) => Some(Payloads {
+                            payloads: vec![a.as_json_payload()?],
+                        }),
+                        None => None,
+                    },
                     header: None,
                 }),
                 ..Default::default()

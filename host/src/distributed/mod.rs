@@ -236,3 +236,5 @@ pub const QUERY_STATUS: &str = "status";
 pub const QUERY_PROGRESS: &str = "progress";
 /// See [`QUERY_STATUS`].
 pub const QUERY_FINDINGS: &str = "findings";
+/// See [`QUERY_STATUS`]; its argument is the first line wanted (a number).
+pub const QUERY_LOG: &str = "log";

@@ -928,6 +928,18 @@ fn answer_query(run: &Run, q: QueryWorkflow) -> Cmd {
             serde_json::to_value(journal.map(|j| j.findings()).unwrap_or_default())
                 .unwrap_or(Value::Null),
         ),
+        super::QUERY_LOG => {
+            // Lines from the offset given as the first argument, at most
+            // 1000 per answer.
+            let from = q
+                .arguments
+                .first()
+                .and_then(|p| u64::from_json_payload(p).ok())
+                .unwrap_or(0) as usize;
+            let lines = journal.map(|j| j.lines()).unwrap_or_default();
+            let page: Vec<Value> = lines.iter().skip(from).take(1000).cloned().collect();
+            Some(json!({"from": from, "next": from + page.len(), "lines": page}))
+        }
         _ => None,
     };
     Cmd::RespondToQuery(QueryResult {
@@ -937,7 +949,7 @@ fn answer_query(run: &Run, q: QueryWorkflow) -> Cmd {
                 response: Some(json_payload(&v)),
             }),
             None => query_result::Variant::Failed(failure(format!(
-                "unknown query `{}`; runs answer `status`, `progress` and `findings`",
+                "unknown query `{}`; runs answer `status`, `progress`, `findings` and `log`",
                 q.query_type
             ))),
         }),
