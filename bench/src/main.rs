@@ -3,6 +3,11 @@
 //!
 //! Each figure is a median (and p95) over many iterations after a warm-up.
 //! Run it on an otherwise idle machine, in release mode.
+//!
+//! With `--distributed` it measures distributed mode instead, against the
+//! dev services ([`distributed`]; report: `target/bench/report-distributed.md`).
+
+mod distributed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -80,6 +85,13 @@ fn toml_tool(cmd: &str) -> Result<toolhost::sandbox::policy::ToolConfig> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--distributed") {
+        return distributed::main(&args).await;
+    }
+    if let Some(other) = args.first() {
+        anyhow::bail!("unknown argument `{other}`; use no arguments, or --distributed");
+    }
     let hello = std::fs::read(repo().join("toolbox/hello.wasm"))
         .context("toolbox/hello.wasm is missing: run `cargo xtask build-plugins`")?;
     let mut report = String::new();
