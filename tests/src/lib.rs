@@ -172,7 +172,18 @@ impl TestHost {
     pub fn cli(&self) -> Command {
         let mut c = Command::new(toolhost_bin());
         c.arg("--config").arg(&self.config_path);
-        c.env_remove("TOOLHOST_CONFIG");
+        // An embedded host: the dev services' variables (exported by
+        // `cargo xtask test`) would turn it into a distributed one.
+        for var in [
+            "TOOLHOST_CONFIG",
+            "TOOLHOST_TEMPORAL_ADDRESS",
+            "TOOLHOST_TEMPORAL_NAMESPACE",
+            "TOOLHOST_S3_BUCKET",
+            "TOOLHOST_S3_ENDPOINT",
+            "TOOLHOST_S3_REGION",
+        ] {
+            c.env_remove(var);
+        }
         c
     }
 }
