@@ -422,10 +422,31 @@ fn killed_host_resumes_without_rerunning_completed_steps() {
     wait_until("two steps", Duration::from_secs(60), || lines().len() >= 2);
     host.kill9();
     let at_kill = lines();
+    // A workspace left behind by a run that Temporal does not know (as one
+    // that ended elsewhere while this host was down): the restarted host
+    // sweeps it, and keeps the live run's.
+    let work = c.path("work-h1");
+    assert!(
+        work.join(&run_id).join(".prepared.json").is_file(),
+        "the run's workspace is not on its host"
+    );
+    let stale = work.join(format!(
+        "probe-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(stale.join("workspace")).expect("stale workspace");
+    std::fs::write(stale.join(".prepared.json"), "{}").expect("marker");
     std::thread::sleep(Duration::from_secs(1));
     host.start();
+    wait_until("stale workspace swept", Duration::from_secs(30), || {
+        !stale.exists()
+    });
     let record = c.wait(&run_id);
     assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert!(
+        !work.join(&run_id).exists(),
+        "publish left the run's workspace behind"
+    );
     let all = lines();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for l in &all {

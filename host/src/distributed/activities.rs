@@ -353,3 +353,39 @@ fn remove_scratch(dir: &Path) {
         tracing::warn!("cannot remove `{}`: {e}", dir.display());
     }
 }
+
+/// Removes the workspaces this host prepared for runs that are over: runs
+/// that finished on another host after an eviction or a restart (their
+/// `publish` ran there), failed, were cancelled or terminated while this
+/// host was down. Returns how many it removed. A run Temporal cannot be
+/// asked about keeps its workspace until the next sweep.
+pub async fn sweep_workspaces(shared: &HostShared, client: &super::client::RunClient) -> usize {
+    let work = shared.config().work_dir();
+    let Ok(entries) = std::fs::read_dir(&work) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        // Only distributed workspaces carry the marker; embedded runs
+        // clean up after themselves.
+        if !dir.join(PREPARED).is_file() {
+            continue;
+        }
+        let Some(run_id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        match client.is_over(&run_id).await {
+            Ok(true) => {
+                tracing::info!(run = %run_id, "removing the workspace of a run that is over");
+                remove_scratch(&dir);
+                removed += 1;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(run = %run_id, "workspace kept: {e:#}");
+            }
+        }
+    }
+    removed
+}

@@ -113,13 +113,18 @@ impl RunClient {
                     temporal.address
                 )
             })?;
-        Ok(RunClient {
+        Ok(Self::over(conn, temporal, blobs))
+    }
+
+    /// A client over an open connection (a host's own).
+    pub fn over(conn: Connection, temporal: &TemporalConfig, blobs: Arc<dyn BlobStore>) -> Self {
+        RunClient {
             conn,
             namespace: temporal.namespace.clone(),
             address: temporal.address.clone(),
             prefix: temporal.task_queue_prefix.clone(),
             blobs,
-        })
+        }
     }
 
     fn svc(&self) -> Box<dyn WorkflowService> {
@@ -203,6 +208,26 @@ impl RunClient {
                 })
                 .collect(),
         })
+    }
+
+    /// Whether `run_id` has ended, or is unknown to Temporal (never
+    /// started, or past its retention).
+    pub async fn is_over(&self, run_id: &str) -> anyhow::Result<bool> {
+        let resp = self
+            .svc()
+            .describe_workflow_execution(tonic::Request::new(DescribeWorkflowExecutionRequest {
+                namespace: self.namespace.clone(),
+                execution: Self::execution(run_id),
+            }))
+            .await;
+        match resp {
+            Ok(r) => Ok(r
+                .into_inner()
+                .workflow_execution_info
+                .is_some_and(|i| i.status != WorkflowExecutionStatus::Running as i32)),
+            Err(e) if e.code() == tonic::Code::NotFound => Ok(true),
+            Err(e) => Err(rpc_error("describe", run_id, e)),
+        }
     }
 
     /// Answers query `name` (`status`, `progress`, `findings`) of a running

@@ -1,8 +1,8 @@
 //! A host as a Temporal worker. It runs two core workers on one
 //! connection: one on `toolhost-<vertical>` for workflow tasks (every
-//! toolbox workflow of the vertical, by name) and `toolhost.prepare`, and
-//! one on the host's own queue for the steps of runs whose workspace it
-//! holds. Shutdown is graceful: polling stops, in-flight steps get a grace
+//! toolbox workflow of the vertical, by name) and the local activities
+//! `toolhost.prepare` and `toolhost.publish`, and one on the host's own
+//! queue for the steps of runs whose workspace it holds. Shutdown is graceful: polling stops, in-flight steps get a grace
 //! period to finish, and core hands back what remains.
 
 use std::collections::HashMap;
@@ -176,10 +176,12 @@ fn worker_config(
         .versioning_strategy(WorkerVersioningStrategy::None {
             build_id: format!("toolhost-{}", env!("CARGO_PKG_VERSION")),
         })
+        // The vertical's queue carries workflow tasks, and their local
+        // activities run here; steps come through the host's own queue.
         .task_types(WorkerTaskTypes {
             enable_workflows: workflows,
-            enable_local_activities: false,
-            enable_remote_activities: true,
+            enable_local_activities: workflows,
+            enable_remote_activities: !workflows,
             enable_nexus: false,
         })
         .max_cached_workflows(if workflows {
@@ -207,6 +209,7 @@ pub struct DistributedHost {
     pub driver: Arc<Driver>,
     workers: Vec<Arc<Worker>>,
     loops: Vec<tokio::task::JoinHandle<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
     _runtime: CoreRuntime,
 }
 
@@ -242,8 +245,9 @@ impl DistributedHost {
         let host_worker = Arc::new(init_worker(
             &runtime,
             worker_config(&shared, host_queue.clone(), false)?,
-            connection,
+            connection.clone(),
         )?);
+        let sweeper = tokio::spawn(sweep_loop(shared.clone(), connection));
         let driver = Driver::new(shared.clone());
         let loops = vec![
             tokio::spawn(workflow_loop(wf_worker.clone(), driver.clone())),
@@ -261,6 +265,7 @@ impl DistributedHost {
             driver,
             workers: vec![wf_worker, host_worker],
             loops,
+            sweeper,
             _runtime: runtime,
         })
     }
@@ -275,6 +280,7 @@ impl DistributedHost {
     /// Stops polling, lets in-flight steps finish (or hands them back after
     /// the grace period) and shuts the workers down.
     pub async fn shutdown(self) {
+        self.sweeper.abort();
         for w in &self.workers {
             w.initiate_shutdown();
         }
@@ -284,6 +290,21 @@ impl DistributedHost {
         for w in &self.workers {
             w.shutdown().await;
         }
+    }
+}
+
+/// How often a host looks for workspaces of runs that are over.
+const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// Sweeps leftover workspaces at start, then every [`SWEEP_EVERY`].
+async fn sweep_loop(shared: Arc<HostShared>, connection: Connection) {
+    let client = super::client::RunClient::over(connection, &shared.temporal, shared.blobs.clone());
+    loop {
+        let removed = super::activities::sweep_workspaces(&shared, &client).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed the workspaces of runs that are over");
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 
@@ -372,7 +393,9 @@ async fn execute(
     let kind = start.activity_type.clone();
     let started = Instant::now();
     shared.in_flight.fetch_add(1, Ordering::Relaxed);
-    let heartbeat = {
+    // Local activities (`prepare`, `publish`) have no heartbeat: core
+    // keeps their workflow task alive instead.
+    let heartbeat = (!start.is_local).then(|| {
         let worker = worker.clone();
         let token = token.clone();
         let kind = kind.clone();
@@ -383,7 +406,10 @@ async fn execute(
             .and_then(|v| v.get("progress").cloned())
             .unwrap_or(serde_json::Value::Null);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            // The first beat after one period: most steps end sooner and
+            // need none.
+            let period = Duration::from_millis(500);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
                 let details = json!({
@@ -397,7 +423,7 @@ async fn execute(
                 });
             }
         })
-    };
+    });
     let input = start.input.first();
     let parse = |what: &str| -> Result<serde_json::Value, super::activities::ActivityError> {
         input
@@ -429,7 +455,9 @@ async fn execute(
         }
     }
     .await;
-    heartbeat.abort();
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     shared
         .metrics

@@ -21,8 +21,8 @@ use temporalio_common::protos::coresdk::workflow_activation::{
 use temporalio_common::protos::coresdk::workflow_commands::workflow_command::Variant as Cmd;
 use temporalio_common::protos::coresdk::workflow_commands::{
     ActivityCancellationType, CancelTimer, CancelWorkflowExecution, CompleteWorkflowExecution,
-    FailWorkflowExecution, QueryResult, QuerySuccess, RequestCancelActivity, ScheduleActivity,
-    StartTimer, query_result,
+    FailWorkflowExecution, QueryResult, QuerySuccess, RequestCancelActivity,
+    RequestCancelLocalActivity, ScheduleActivity, ScheduleLocalActivity, StartTimer, query_result,
 };
 use temporalio_common::protos::coresdk::workflow_completion::WorkflowActivationCompletion;
 use temporalio_common::protos::coresdk::{AsJsonPayloadExt, FromJsonPayloadExt};
@@ -107,6 +107,19 @@ fn secs(d: Duration) -> Option<prost_wkt_types::Duration> {
 
 fn failure(message: impl Into<String>) -> Failure {
     Failure::application_failure(message.into(), true)
+}
+
+/// Steps, `prepare` and `publish` retry with backoff until their timeout:
+/// the host that holds a workspace may be restarting, and the blob store
+/// may be briefly down.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: secs(Duration::from_millis(500)),
+        backoff_coefficient: 2.0,
+        maximum_interval: secs(Duration::from_secs(10)),
+        maximum_attempts: 0,
+        non_retryable_error_types: vec![],
+    }
 }
 
 fn json_payload(v: &impl serde::Serialize) -> Payload {
@@ -318,14 +331,16 @@ impl Driver {
                     target: input.target.clone(),
                 };
                 run.input = input;
-                cmds.push(self.schedule(
+                // A local activity: the host running this workflow task
+                // prepares the workspace, and the marker in history records
+                // which host that was, so replay anywhere sends the steps
+                // there.
+                cmds.push(self.schedule_local(
                     seq,
                     PREPARE,
                     format!("{seq}-prepare"),
-                    self.shared.temporal.vertical_queue(&self.shared.vertical),
                     &prepare,
                     Duration::from_secs(30 * 60),
-                    None,
                 ));
                 run.pending = Pending::Prepare(seq);
                 self.shared.metrics.run_started(&run.workflow_type);
@@ -353,17 +368,38 @@ impl Driver {
             arguments: vec![json_payload(input)],
             start_to_close_timeout: secs(start_to_close),
             heartbeat_timeout: heartbeat.and_then(secs),
-            // The host that holds a workspace may be restarting: wait for
-            // it, retrying with backoff, rather than fail the run.
-            retry_policy: Some(RetryPolicy {
-                initial_interval: secs(Duration::from_millis(500)),
-                backoff_coefficient: 2.0,
-                maximum_interval: secs(Duration::from_secs(10)),
-                maximum_attempts: 0,
-                non_retryable_error_types: vec![],
-            }),
+            retry_policy: Some(retry_policy()),
             cancellation_type: ActivityCancellationType::TryCancel as i32,
             do_not_eagerly_execute: true,
+            ..Default::default()
+        })
+    }
+
+    /// A local activity: executed by this host within the workflow task,
+    /// its result recorded as a marker. It retries with the same backoff as
+    /// a step until `schedule_to_close` runs out; core keeps the workflow
+    /// task alive meanwhile.
+    fn schedule_local(
+        &self,
+        seq: u32,
+        activity_type: &str,
+        activity_id: String,
+        input: &impl serde::Serialize,
+        schedule_to_close: Duration,
+    ) -> Cmd {
+        Cmd::ScheduleLocalActivity(ScheduleLocalActivity {
+            seq,
+            activity_id,
+            activity_type: activity_type.to_string(),
+            attempt: 1,
+            arguments: vec![json_payload(input)],
+            schedule_to_close_timeout: secs(schedule_to_close),
+            start_to_close_timeout: secs(schedule_to_close),
+            retry_policy: Some(retry_policy()),
+            // Backoffs stay below this, so core retries internally and
+            // never asks for a timer.
+            local_retry_threshold: secs(Duration::from_secs(60)),
+            cancellation_type: ActivityCancellationType::TryCancel as i32,
             ..Default::default()
         })
     }
@@ -391,7 +427,9 @@ impl Driver {
                 run.guest_running = true;
             }
             Pending::Prepare(seq) => {
-                cmds.push(Cmd::RequestCancelActivity(RequestCancelActivity { seq }));
+                cmds.push(Cmd::RequestCancelLocalActivity(
+                    RequestCancelLocalActivity { seq },
+                ));
                 run.pending = Pending::Prepare(seq);
             }
             other => run.pending = other,
@@ -697,17 +735,17 @@ impl Driver {
         }
     }
 
-    /// The guest has ended: publish the results (on the workspace host), or
-    /// finish at once when there is no workspace host.
+    /// The guest has ended: publish the results, or finish at once when
+    /// the run never got a workspace.
     async fn conclude(&self, run: &mut Run, cmds: &mut Vec<Cmd>) {
         if let Some(t) = run.deadline_timer.take() {
             cmds.push(Cmd::CancelTimer(CancelTimer { seq: t }));
         }
-        let Some(prepared) = run.prepared.clone() else {
+        if run.prepared.is_none() {
             let output = self.output(run);
             cmds.push(self.finish(run, output));
             return;
-        };
+        }
         let record = self.record(run);
         let log: Vec<u8> = run
             .ctx
@@ -722,33 +760,19 @@ impl Driver {
             })
             .collect();
         let record_bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        let blobs = self.shared.blobs.as_ref();
-        let (record_b, log_b) = match (
-            Bytes::offload(record_bytes, blobs).await,
-            Bytes::offload(log, blobs).await,
-        ) {
-            (Ok(r), Ok(l)) => (r, l),
-            (Err(e), _) | (_, Err(e)) => {
-                // Large results cannot be handed over: finish without them.
-                tracing::warn!(run = %run.workflow_id, "cannot stage results: {e:#}");
-                let output = self.output(run);
-                cmds.push(self.finish(run, output));
-                return;
-            }
-        };
+        // A local activity's input stays on this host (it is not written
+        // to history), so the results travel inline whatever their size.
         let seq = run.seq();
-        cmds.push(self.schedule(
+        cmds.push(self.schedule_local(
             seq,
             PUBLISH,
             format!("{seq}-publish"),
-            prepared.host_queue.clone(),
             &PublishInput {
                 run_id: run.workflow_id.clone(),
-                record: record_b,
-                log: log_b,
+                record: Bytes::inline(record_bytes),
+                log: Bytes::inline(log),
             },
             Duration::from_secs(10 * 60),
-            Some(Duration::from_secs(60)),
         ));
         run.pending = Pending::Publish(seq);
     }
