@@ -23,7 +23,6 @@ use anyhow::{Context as _, Result, bail};
 use aws_sdk_s3::error::DisplayErrorContext;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
-use temporalio_client::grpc::WorkflowService;
 use temporalio_client::{Connection, ConnectionOptions};
 use temporalio_common::protos::coresdk::activity_result::ActivityExecutionResult;
 use temporalio_common::protos::coresdk::activity_result::activity_resolution::Status as Resolution;
@@ -38,17 +37,11 @@ use temporalio_common::protos::coresdk::workflow_completion::WorkflowActivationC
 use temporalio_common::protos::coresdk::{
     ActivityTaskCompletion, AsJsonPayloadExt, FromJsonPayloadExt,
 };
-use temporalio_common::protos::temporal::api::common::v1::{
-    Payloads, RetryPolicy, WorkflowExecution, WorkflowType,
-};
-use temporalio_common::protos::temporal::api::enums::v1::{HistoryEventFilterType, TaskQueueKind};
+use temporalio_common::protos::temporal::api::common::v1::{RetryPolicy, WorkflowExecution};
 use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
-use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    GetWorkflowExecutionHistoryRequest, StartWorkflowExecutionRequest,
-};
+use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
 use temporalio_common::worker::WorkerTaskTypes;
 use temporalio_sdk_core::{
     CoreRuntime, PollError, RuntimeOptions, Worker, WorkerConfig, WorkerVersioningStrategy,
@@ -61,7 +54,7 @@ use toolhost::distributed::{TemporalConfig, WorkflowInput};
 use toolhost::engine::RunStatus;
 use toolhost::storage::{BlobStore, S3Config};
 
-use crate::{ms, repo, stats};
+use crate::{Stats, ms, repo, stats};
 
 /// What `--distributed` measures; `--runs N`, `--concurrency N`,
 /// `--rounds N` and `--upload-mib N` override the defaults.
@@ -678,86 +671,6 @@ async fn native_activities(worker: Arc<Worker>) {
     }
 }
 
-// ------------------------------------------------- the native submitter
-
-/// Starts and follows native runs over the raw gRPC API, the way
-/// `RunClient` does for Toolhost runs (host/src/distributed/client.rs).
-struct NativeClient {
-    conn: Connection,
-    namespace: String,
-    queue: String,
-}
-
-impl NativeClient {
-    fn svc(&self) -> Box<dyn WorkflowService> {
-        self.conn.workflow_service()
-    }
-
-    async fn start(&self, run_id: &str, input: &Value) -> Result<()> {
-        let req = StartWorkflowExecutionRequest {
-            namespace: self.namespace.clone(),
-            workflow_id: run_id.to_string(),
-            workflow_type: Some(WorkflowType {
-                name: NATIVE_WORKFLOW.into(),
-            }),
-            task_queue: Some(TaskQueue {
-                name: self.queue.clone(),
-                kind: TaskQueueKind::Normal as i32,
-                normal_name: String::new(),
-            }),
-            input: Some(Payloads {
-                payloads: vec![input.as_json_payload()?],
-            }),
-            // As RunClient: the workflow's timeout (hello: 30 s) + 2 min.
-            workflow_execution_timeout: duration(Duration::from_secs(150)),
-            identity: "bench-native".into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        };
-        self.svc()
-            .start_workflow_execution(tonic::Request::new(req))
-            .await
-            .with_context(|| format!("cannot start {run_id}"))?;
-        Ok(())
-    }
-
-    /// Waits for the run to close (long poll on its close event, as
-    /// `RunClient::wait`) and returns its result.
-    async fn wait(&self, run_id: &str) -> Result<Value> {
-        loop {
-            let resp = self
-                .svc()
-                .get_workflow_execution_history(tonic::Request::new(
-                    GetWorkflowExecutionHistoryRequest {
-                        namespace: self.namespace.clone(),
-                        execution: execution(run_id),
-                        wait_new_event: true,
-                        history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
-                        ..Default::default()
-                    },
-                ))
-                .await;
-            let resp = match resp {
-                Ok(r) => r.into_inner(),
-                Err(e) if e.code() == tonic::Code::DeadlineExceeded => continue,
-                Err(e) => bail!("waiting for {run_id} failed: {}", e.message()),
-            };
-            let Some(event) = resp.history.and_then(|h| h.events.into_iter().next_back()) else {
-                continue;
-            };
-            return match event.attributes {
-                Some(Attributes::WorkflowExecutionCompletedEventAttributes(a)) => a
-                    .result
-                    .and_then(|p| p.payloads.into_iter().next())
-                    .map(|p| Value::from_json_payload(&p))
-                    .transpose()?
-                    .context("no result"),
-                other => bail!("native run {run_id} did not complete: {other:?}"),
-            };
-        }
-    }
-}
-
 fn execution(run_id: &str) -> Option<WorkflowExecution> {
     Some(WorkflowExecution {
         workflow_id: run_id.to_string(),
@@ -966,6 +879,17 @@ fn summarize(timelines: &[Timeline]) -> Vec<(String, String)> {
 
 // ------------------------------------------------- 7. workflows section
 
+/// The sides measured, in report column order.
+const SIDES: [&str; 3] = [
+    "Toolhost `hello`, greeting in an activity",
+    "native `native_hello` (one activity)",
+    "Toolhost `hello`, greeting in workflow code",
+];
+/// The side with the native workflow's shape (compared with native).
+const SAME_SHAPE: usize = 0;
+const NATIVE: usize = 1;
+const NO_STEP: usize = 2;
+
 #[allow(clippy::too_many_arguments)]
 async fn workflows(
     out: &mut impl FnMut(String),
@@ -994,109 +918,108 @@ async fn workflows(
     let native_queue = format!("{}-native", temporal.task_queue_prefix);
     let native = NativeWorker::start(&temporal, &native_queue).await?;
     let result = async {
-        let url = temporalio_client::Url::parse(&temporal.address)?;
-        let native_client = NativeClient {
-            conn: Connection::connect(
-                ConnectionOptions::new(url)
-                    .identity("bench-native-client".to_string())
-                    .build(),
-            )
-            .await?,
-            namespace: temporal.namespace.clone(),
-            queue: native_queue.clone(),
-        };
-        let params = json!({ "name": "bench" });
-        let toolhost_input = WorkflowInput {
-            params: params.clone(),
+        // The native side is started and followed exactly as Toolhost runs
+        // are: the same client code over its own connection.
+        let native_client = RunClient::connect(&temporal, blobs.clone()).await?;
+        let input = |in_activity: bool| WorkflowInput {
+            params: json!({ "name": "bench", "in_activity": in_activity }),
             target: None,
             digest: Some(wf.digest.clone()),
             target_label: None,
         };
-        let native_input = json!({ "params": params });
+        let inputs = [input(true), input(false)];
+        let native_input = json!({ "params": { "name": "bench" } });
         let prefix = &temporal.task_queue_prefix;
-        let toolhost_run = |id: String| {
-            let client = &client;
-            let wf = &wf;
-            let input = &toolhost_input;
+        let run = |side: usize, id: String| {
+            let (client, native_client, wf) = (&client, &native_client, &wf);
+            let (inputs, native_input, native_queue) = (&inputs, &native_input, &native_queue);
             async move {
-                client.start(wf, &id, input).await?;
-                let output = client.wait(&id).await?;
-                anyhow::ensure!(
-                    output.status == RunStatus::Succeeded
-                        && output.summary["greeting"] == "hello, bench!",
-                    "Toolhost run {id} ended {:?}: {:?}",
-                    output.status,
-                    output.error
-                );
+                if side == NATIVE {
+                    // As `RunClient::start`: the workflow's timeout (30 s,
+                    // as hello's) + 2 min.
+                    native_client
+                        .start_workflow(
+                            NATIVE_WORKFLOW,
+                            native_queue,
+                            &id,
+                            native_input,
+                            Duration::from_secs(150),
+                        )
+                        .await?;
+                    let result = match native_client.wait_close(&id).await? {
+                        Attributes::WorkflowExecutionCompletedEventAttributes(a) => a
+                            .result
+                            .and_then(|p| p.payloads.into_iter().next())
+                            .map(|p| Value::from_json_payload(&p))
+                            .transpose()?
+                            .context("no result")?,
+                        other => bail!("native run {id} did not complete: {other:?}"),
+                    };
+                    anyhow::ensure!(
+                        result["greeting"] == "hello, bench!",
+                        "native run {id} returned {result}"
+                    );
+                } else {
+                    let input = &inputs[if side == SAME_SHAPE { 0 } else { 1 }];
+                    client.start(wf, &id, input).await?;
+                    let output = client.wait(&id).await?;
+                    anyhow::ensure!(
+                        output.status == RunStatus::Succeeded
+                            && output.summary["greeting"] == "hello, bench!",
+                        "Toolhost run {id} ended {:?}: {:?}",
+                        output.status,
+                        output.error
+                    );
+                }
                 Ok(())
             }
         };
-        let native_run = |id: String| {
-            let client = &native_client;
-            let input = &native_input;
-            async move {
-                client.start(&id, input).await?;
-                let result = client.wait(&id).await?;
-                anyhow::ensure!(
-                    result["greeting"] == "hello, bench!",
-                    "native run {id} returned {result}"
-                );
-                Ok(())
-            }
+        let name = |side: usize, round: &str, i: usize| {
+            let kind = ["hello-activity", "native", "hello"][side];
+            format!("{prefix}-{kind}-{round}-{i}")
         };
 
         eprintln!("bench: warming up ({} runs per side)", o.warmup);
-        batch(
-            o.warmup,
-            o.concurrency,
-            |i| format!("{prefix}-native-warm-{i}"),
-            native_run,
-        )
-        .await?;
-        batch(
-            o.warmup,
-            o.concurrency,
-            |i| format!("{prefix}-hello-warm-{i}"),
-            toolhost_run,
-        )
-        .await?;
+        for side in [NATIVE, SAME_SHAPE, NO_STEP] {
+            batch(
+                o.warmup,
+                o.concurrency,
+                |i| name(side, "warm", i),
+                |id| run(side, id),
+            )
+            .await?;
+        }
 
-        let steps_before = host.step_metrics().await;
         let mut m = Measured::default();
         let ns = &temporal.namespace;
         for round in 0..o.rounds {
             eprintln!("bench: round {} of {}", round + 1, o.rounds);
-            let before = server_counters(o, ns).await?;
-            m.native.push(
-                batch(
-                    o.runs,
-                    o.concurrency,
-                    |i| format!("{prefix}-native-{round}-{i}"),
-                    native_run,
-                )
-                .await?,
-            );
-            let between = server_counters(o, ns).await?;
-            m.toolhost.push(
-                batch(
-                    o.runs,
-                    o.concurrency,
-                    |i| format!("{prefix}-hello-{round}-{i}"),
-                    toolhost_run,
-                )
-                .await?,
-            );
-            let after = server_counters(o, ns).await?;
-            add_delta(&mut m.server[0], &before, &between);
-            add_delta(&mut m.server[1], &between, &after);
+            // Each round: native first, then the two Toolhost shapes.
+            for side in [NATIVE, SAME_SHAPE, NO_STEP] {
+                let before = server_counters(o, ns).await?;
+                let steps_before = host.step_metrics().await;
+                m.batches[side].push(
+                    batch(
+                        o.runs,
+                        o.concurrency,
+                        |i| name(side, &round.to_string(), i),
+                        |id| run(side, id),
+                    )
+                    .await?,
+                );
+                let after = server_counters(o, ns).await?;
+                add_delta(&mut m.server[side], &before, &after);
+                if side != NATIVE {
+                    let steps_after = host.step_metrics().await;
+                    add_delta(&mut m.steps[side], &steps_before, &steps_after);
+                }
+            }
         }
-        let steps_after = host.step_metrics().await;
-        add_delta(&mut m.steps, &steps_before, &steps_after);
 
         // Histories of the last round's runs (read after measuring).
-        for (side, batches) in [&m.native, &m.toolhost].into_iter().enumerate() {
-            for id in &batches.last().context("no rounds")?.run_ids {
-                m.timelines[side].push(timeline(&history(&native_client.conn, ns, id).await?));
+        for side in 0..SIDES.len() {
+            for id in &m.batches[side].last().context("no rounds")?.run_ids {
+                m.timelines[side].push(timeline(&history(client.connection(), ns, id).await?));
             }
         }
         report_workflows(out, o, &wf, &m);
@@ -1108,17 +1031,16 @@ async fn workflows(
     result
 }
 
-/// What the workflow section measured.
+/// What the workflow section measured, by side (see [`SIDES`]).
 #[derive(Default)]
 struct Measured {
-    native: Vec<Batch>,
-    toolhost: Vec<Batch>,
-    /// Histories of the last round: native, Toolhost.
-    timelines: [Vec<Timeline>; 2],
+    batches: [Vec<Batch>; 3],
+    /// Histories of the last round.
+    timelines: [Vec<Timeline>; 3],
     /// Host step metrics over the measured rounds: `<kind> sum` / `<kind> count`.
-    steps: BTreeMap<String, f64>,
-    /// Server counters over the measured rounds: native, Toolhost.
-    server: [BTreeMap<String, f64>; 2],
+    steps: [BTreeMap<String, f64>; 3],
+    /// Server counters over the measured rounds.
+    server: [BTreeMap<String, f64>; 3],
 }
 
 /// Adds `after - before` to `into`, key by key.
@@ -1194,9 +1116,8 @@ fn report_workflows(
     wf: &PublishedWorkflow,
     m: &Measured,
 ) {
-    let (native, toolhost, timelines) = (&m.native, &m.toolhost, &m.timelines);
-    let rates = |b: &[Batch]| {
-        let r: Vec<f64> = b.iter().map(Batch::rate).collect();
+    let rate = |side: usize| {
+        let r: Vec<f64> = m.batches[side].iter().map(Batch::rate).collect();
         let list = r
             .iter()
             .map(|x| format!("{x:.1}"))
@@ -1204,86 +1125,123 @@ fn report_workflows(
             .join(", ");
         (median_f64(r), list)
     };
-    let latency = |b: &[Batch]| stats(b.iter().flat_map(|b| b.latencies.iter().copied()).collect());
-    let (native_rate, native_list) = rates(native);
-    let (toolhost_rate, toolhost_list) = rates(toolhost);
-    let (nl, tl) = (latency(native), latency(toolhost));
+    let latency = |side: usize| {
+        stats(
+            m.batches[side]
+                .iter()
+                .flat_map(|b| b.latencies.iter().copied())
+                .collect(),
+        )
+    };
+    let rates: Vec<(f64, String)> = (0..SIDES.len()).map(rate).collect();
+    let lat: Vec<Stats> = (0..SIDES.len()).map(latency).collect();
+    let row = |label: &str, cells: Vec<String>| format!("| {label} | {} |", cells.join(" | "));
+    let header = |first: &str| {
+        format!(
+            "| {first} | {} |\n| --- |{}",
+            SIDES.join(" | "),
+            " --- |".repeat(SIDES.len())
+        )
+    };
     out(format!(
         "## 7. Workflow runs through Temporal: WASM `hello` (component {}) vs a native Rust workflow\n",
         wf.digest.get(..12).unwrap_or(&wf.digest)
     ));
     out(format!(
-        "{} rounds of {} runs per side, {} in flight, after {} warm-up runs per side; rounds alternate native, Toolhost, native, ...; latency = start request sent → result received by the submitter.\n",
+        "{} rounds of {} runs per side, {} in flight, after {} warm-up runs per side; each round runs native, then Toolhost with the activity, then Toolhost without; latency = start request sent → result received by the submitter. Toolhost runs go to a separate `toolhost host` process; the native worker runs in the bench process.\n",
         o.rounds, o.runs, o.concurrency, o.warmup
     ));
-    out("| | Toolhost `hello` (separate `toolhost host` process) | native `native_hello` (worker in the bench process) |\n| --- | --- | --- |".into());
-    out(format!(
-        "| throughput, median of the rounds (runs/s) | **{toolhost_rate:.1}** | **{native_rate:.1}** |"
+    out(header(""));
+    out(row(
+        "throughput, median of the rounds (runs/s)",
+        rates.iter().map(|(r, _)| format!("**{r:.1}**")).collect(),
     ));
-    out(format!(
-        "| throughput, each round | {toolhost_list} | {native_list} |"
+    out(row(
+        "throughput, each round",
+        rates.iter().map(|(_, l)| l.clone()).collect(),
     ));
-    out(format!(
-        "| latency p50 (all rounds) | {} | {} |",
-        ms(tl.median),
-        ms(nl.median)
+    out(row(
+        "latency p50 (all rounds)",
+        lat.iter().map(|l| ms(l.median)).collect(),
     ));
-    out(format!("| latency p95 | {} | {} |", ms(tl.p95), ms(nl.p95)));
+    out(row("latency p95", lat.iter().map(|l| ms(l.p95)).collect()));
+    let ratio = |side: usize| 100.0 * rates[side].0 / rates[NATIVE].0;
     out(format!(
-        "\nratio of throughputs (Toolhost / native): **{:.0} %** (goal ≥ 80 %); p50 latency ratio {:.2}x\n",
-        100.0 * toolhost_rate / native_rate,
-        tl.median.as_secs_f64() / nl.median.as_secs_f64()
+        "\nratio of throughputs, same shape (Toolhost `hello` with its activity / native): **{:.0} %** (goal ≥ 80 %); p50 latency ratio {:.2}x. Without the activity: {:.0} %.\n",
+        ratio(SAME_SHAPE),
+        lat[SAME_SHAPE].median.as_secs_f64() / lat[NATIVE].median.as_secs_f64(),
+        ratio(NO_STEP)
     ));
-    let (tt, nt) = (summarize(&timelines[1]), summarize(&timelines[0]));
+    let summaries: Vec<Vec<(String, String)>> = m.timelines.iter().map(|t| summarize(t)).collect();
     out(format!(
         "Per run, from Temporal's histories of the {} runs of the last round (median, p95; event times are the server's):\n",
-        timelines[1].len().min(timelines[0].len())
+        m.timelines.iter().map(Vec::len).min().unwrap_or(0)
     ));
-    out("| per run | Toolhost `hello` | native `native_hello` |\n| --- | --- | --- |".into());
-    let mut rows: BTreeMap<String, [String; 2]> = BTreeMap::new();
-    let order: Vec<String> = tt.iter().chain(nt.iter()).map(|(k, _)| k.clone()).collect();
-    for (side, lines) in [tt, nt].into_iter().enumerate() {
+    out(header("per run"));
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (side, lines) in summaries.into_iter().enumerate() {
         for (k, v) in lines {
-            rows.entry(k).or_insert_with(|| ["–".into(), "–".into()])[side] = v;
+            if !order.contains(&k) {
+                order.push(k.clone());
+            }
+            rows.entry(k)
+                .or_insert_with(|| vec!["–".into(); SIDES.len()])[side] = v;
         }
     }
-    let mut seen = std::collections::HashSet::new();
     for k in order {
-        if seen.insert(k.clone()) {
-            let [a, b] = &rows[&k];
-            out(format!("| {k} | {a} | {b} |"));
-        }
+        out(row(&k, rows[&k].clone()));
     }
-    for (key, count) in &m.steps {
-        let Some(step) = key.strip_suffix(" count") else {
-            continue;
-        };
-        let sum = m.steps.get(&format!("{step} sum")).copied().unwrap_or(0.0);
-        if *count > 0.0 {
-            out(format!(
-                "| `{step}`: executed inside the host (mean of {count:.0}, host `/metrics`) | {} | – |",
-                ms(Duration::from_secs_f64(sum / count))
-            ));
-        }
+    let kinds: std::collections::BTreeSet<&str> = m
+        .steps
+        .iter()
+        .flat_map(|s| s.keys().filter_map(|k| k.strip_suffix(" count")))
+        .collect();
+    for step in kinds {
+        let cells = (0..SIDES.len())
+            .map(|side| {
+                let count = m.steps[side]
+                    .get(&format!("{step} count"))
+                    .copied()
+                    .unwrap_or(0.0);
+                let sum = m.steps[side]
+                    .get(&format!("{step} sum"))
+                    .copied()
+                    .unwrap_or(0.0);
+                if count > 0.0 {
+                    format!(
+                        "{} (mean of {count:.0})",
+                        ms(Duration::from_secs_f64(sum / count))
+                    )
+                } else {
+                    "–".into()
+                }
+            })
+            .collect();
+        out(row(
+            &format!("`{step}`: executed inside the host (host `/metrics`)"),
+            cells,
+        ));
     }
     let runs = (o.runs * o.rounds) as f64;
     let keys: std::collections::BTreeSet<&String> =
-        m.server[0].keys().chain(m.server[1].keys()).collect();
+        m.server.iter().flat_map(|s| s.keys()).collect();
     let per_run = |side: usize, k: &String| m.server[side].get(k).copied().unwrap_or(0.0) / runs;
-    let rows: Vec<_> = keys
+    let keys: Vec<_> = keys
         .into_iter()
-        .filter(|k| per_run(0, k) >= 0.05 || per_run(1, k) >= 0.05)
+        .filter(|k| (0..SIDES.len()).any(|side| per_run(side, k) >= 0.05))
         .collect();
-    if !rows.is_empty() {
+    if !keys.is_empty() {
         out(format!(
             "\nTemporal server work per run (its `/metrics`, namespace-wide counters over the measured rounds / {runs:.0} runs per side; other traffic on the server at the time is included):\n"
         ));
-        out("| per run | Toolhost `hello` | native `native_hello` |\n| --- | --- | --- |".into());
-        for k in rows {
-            out(format!(
-                "| {k} | {:.2} | {:.2} |",
-                per_run(1, k),
-                per_run(0, k)
+        out(header("per run"));
+        for k in keys {
+            out(row(
+                k,
+                (0..SIDES.len())
+                    .map(|side| format!("{:.2}", per_run(side, k)))
+                    .collect(),
             ));
         }
     }

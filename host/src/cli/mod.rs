@@ -221,6 +221,37 @@ fn load_config(g: &GlobalArgs) -> anyhow::Result<crate::config::HostConfig> {
     Ok(config)
 }
 
+/// `--param` and `--params-file`, as `run` and `submit` take them.
+#[derive(Args, Debug)]
+struct ParamArgs {
+    /// A parameter, key=value (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A JSON file with parameters (--param values override it).
+    #[arg(long, value_name = "FILE")]
+    params_file: Option<PathBuf>,
+}
+
+impl ParamArgs {
+    /// The parameters object, typed by `schema`; validation is the
+    /// caller's.
+    fn build(&self, schema: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        use anyhow::Context as _;
+        let file = match &self.params_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read params file `{}`", path.display()))?;
+                Some(serde_json::from_str(&text).with_context(|| {
+                    format!("params file `{}` is not valid JSON", path.display())
+                })?)
+            }
+            None => None,
+        };
+        crate::engine::params::build(file, &self.params, schema)
+            .map_err(|e| CliError::with_code(exit::USAGE, e))
+    }
+}
+
 /// Parses a `--fail-on` value.
 fn parse_severity(s: &str) -> Result<Severity, String> {
     s.parse()

@@ -46,12 +46,8 @@ pub struct SubmitArgs {
     /// Directory to analyse.
     #[arg(long, short, value_name = "DIR")]
     target: PathBuf,
-    /// A parameter, key=value (repeatable).
-    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
-    params: Vec<String>,
-    /// A JSON file with parameters (--param values override it).
-    #[arg(long, value_name = "FILE")]
-    params_file: Option<PathBuf>,
+    #[command(flatten)]
+    params: super::ParamArgs,
     /// Follow the run to its end.
     #[arg(long)]
     wait: bool,
@@ -148,34 +144,10 @@ pub(super) async fn submit(g: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<u
     let wf = published(client.blobs.as_ref(), &args.workflow)
         .await
         .map_err(|e| CliError::with_code(exit::USAGE, format!("{e:#}")))?;
-    let file =
-        match &args.params_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read params file `{}`", path.display()))?;
-                Some(serde_json::from_str(&text).with_context(|| {
-                    format!("params file `{}` is not valid JSON", path.display())
-                })?)
-            }
-            None => None,
-        };
-    let params = params::build(file, &args.params, &wf.parameters_schema)
-        .map_err(|e| CliError::with_code(exit::USAGE, e))?;
+    let params = args.params.build(&wf.parameters_schema)?;
     let validator = crate::toolbox::validate::compile_schema(&wf.parameters_schema)?;
-    params::validate(&validator, &params).map_err(|errors| {
-        CliError::with_code(
-            exit::USAGE,
-            format!(
-                "invalid parameters for `{}`:\n{}",
-                wf.name,
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        )
-    })?;
+    params::check(&validator, &wf.name, &params)
+        .map_err(|e| CliError::with_code(exit::USAGE, e.to_string()))?;
     let run_id = match &args.run_id {
         Some(id) => {
             crate::engine::check_run_id(id).map_err(|e| CliError::with_code(exit::USAGE, e))?;

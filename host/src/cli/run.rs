@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, GlobalArgs, exit, load_config, output};
 use crate::capabilities::RunEvent;
-use crate::engine::{LocalEngine, RunRequest, RunStatus, StartError, params};
+use crate::engine::{LocalEngine, RunRequest, RunStatus, StartError};
 use crate::manifest::Severity;
 use crate::runtime::{EngineOptions, Runtime};
 
@@ -36,12 +36,8 @@ pub struct RunArgs {
     /// Directory to analyse; it is copied, never modified.
     #[arg(long, short, value_name = "DIR")]
     target: PathBuf,
-    /// A parameter, key=value (repeatable).
-    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
-    params: Vec<String>,
-    /// A JSON file with parameters (--param values override it).
-    #[arg(long, value_name = "FILE")]
-    params_file: Option<PathBuf>,
+    #[command(flatten)]
+    params: super::ParamArgs,
     /// Print the run record as JSON on stdout instead of a summary.
     #[arg(long)]
     json: bool,
@@ -82,19 +78,7 @@ pub(super) async fn run(g: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
             .to_string(),
         ));
     };
-    let file =
-        match &args.params_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read params file `{}`", path.display()))?;
-                Some(serde_json::from_str(&text).with_context(|| {
-                    format!("params file `{}` is not valid JSON", path.display())
-                })?)
-            }
-            None => None,
-        };
-    let params = params::build(file, &args.params, &wf.info.parameters_schema)
-        .map_err(|e| CliError::with_code(exit::USAGE, e))?;
+    let params = args.params.build(&wf.info.parameters_schema)?;
 
     let engine = LocalEngine::new(toolbox)?;
     engine.check_params(&args.workflow, &params).map_err(|e| {

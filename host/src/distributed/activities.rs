@@ -18,7 +18,7 @@ use crate::capabilities::{RunContext, RunJournal, StopSignal, Workspace};
 use crate::engine::record::RunRecord;
 use crate::runtime::bindings::toolhost::workflow::tools::RunOptions;
 use crate::runtime::clocks::WorkflowClock;
-use crate::sandbox::policy::{ResolvedTool, ToolGrant};
+use crate::sandbox::policy::ToolGrant;
 
 /// Why an activity failed, and whether Temporal should retry it.
 #[derive(Debug)]
@@ -157,23 +157,13 @@ async fn context(
         .await
         .map_err(|e| ActivityError::retry(format!("{e:#}")))?;
     let config = shared.config();
-    let offered = config
-        .verticals
-        .get(&wf.info.vertical)
-        .map(|v| {
-            v.tools
-                .iter()
-                .map(|(name, cfg)| (name.clone(), ResolvedTool::resolve(name, cfg)))
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(Arc::new(RunContext {
         run_id: run_id.to_string(),
         info: wf.info.clone(),
         digest: wf.digest.clone(),
         runtime: shared.components.toolbox().runtime().clone(),
         pre: wf.pre.clone(),
-        tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
+        tools: ToolGrant::for_workflow(config, &wf.info),
         sandbox: shared.sandbox.clone(),
         workspace: Workspace::open(&dir.join("workspace"), config.limits.write_quota_mib)
             .map_err(ActivityError::retry)?,

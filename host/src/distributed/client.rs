@@ -139,31 +139,48 @@ impl RunClient {
     }
 
     /// Starts run `run_id` of `wf` with `input`; its execution timeout is
-    /// the workflow's own.
+    /// the workflow's own plus two minutes for the start and the results.
     pub async fn start(
         &self,
         wf: &PublishedWorkflow,
         run_id: &str,
         input: &WorkflowInput,
     ) -> anyhow::Result<()> {
+        self.start_workflow(
+            &wf.name,
+            &wf.task_queue,
+            run_id,
+            input,
+            Duration::from_secs(u64::from(wf.timeout_secs.max(1)) + 120),
+        )
+        .await
+    }
+
+    /// Starts workflow `workflow_type` on `task_queue` as `run_id`, with
+    /// `input` as its one JSON argument.
+    pub async fn start_workflow(
+        &self,
+        workflow_type: &str,
+        task_queue: &str,
+        run_id: &str,
+        input: &impl Serialize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let req = StartWorkflowExecutionRequest {
             namespace: self.namespace.clone(),
             workflow_id: run_id.to_string(),
             workflow_type: Some(WorkflowType {
-                name: wf.name.clone(),
+                name: workflow_type.to_string(),
             }),
             task_queue: Some(TaskQueue {
-                name: wf.task_queue.clone(),
+                name: task_queue.to_string(),
                 kind: TaskQueueKind::Normal as i32,
                 normal_name: String::new(),
             }),
             input: Some(Payloads {
                 payloads: vec![input.as_json_payload()?],
             }),
-            workflow_execution_timeout: prost_wkt_types::Duration::try_from(Duration::from_secs(
-                u64::from(wf.timeout_secs.max(1)) + 120,
-            ))
-            .ok(),
+            workflow_execution_timeout: prost_wkt_types::Duration::try_from(timeout).ok(),
             identity: "toolhost-cli".into(),
             request_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
@@ -388,6 +405,42 @@ impl RunClient {
     /// Waits for `run_id` to close and returns its output (also for failed
     /// and cancelled runs, whose output travels in the failure details).
     pub async fn wait(&self, run_id: &str) -> anyhow::Result<WorkflowOutput> {
+        let from = |p: Option<Payloads>| -> Option<WorkflowOutput> {
+            p.and_then(|p| p.payloads.into_iter().next())
+                .and_then(|p| WorkflowOutput::from_json_payload(&p).ok())
+        };
+        let output = match self.wait_close(run_id).await? {
+            Attributes::WorkflowExecutionCompletedEventAttributes(a) => from(a.result),
+            Attributes::WorkflowExecutionFailedEventAttributes(a) => {
+                let f = a.failure.unwrap_or_default();
+                let details = match f.failure_info {
+                    Some(temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(i)) => i.details,
+                    _ => None,
+                };
+                match from(details) {
+                    Some(o) => Some(o),
+                    None => bail!("run {run_id} failed: {}", f.message),
+                }
+            }
+            Attributes::WorkflowExecutionCanceledEventAttributes(a) => from(a.details),
+            Attributes::WorkflowExecutionTimedOutEventAttributes(_) => {
+                bail!("run {run_id} timed out (its execution timeout passed)")
+            }
+            Attributes::WorkflowExecutionTerminatedEventAttributes(a) => {
+                bail!("run {run_id} was terminated: {}", a.reason)
+            }
+            other => bail!("run {run_id} closed with an unexpected event: {other:?}"),
+        };
+        output.ok_or_else(|| {
+            anyhow::anyhow!(
+                "run {run_id} ended without a Toolhost result (was it started with another input?)"
+            )
+        })
+    }
+
+    /// Waits for `run_id` to close (a long poll on its close event) and
+    /// returns that event.
+    pub async fn wait_close(&self, run_id: &str) -> anyhow::Result<Attributes> {
         loop {
             let resp = self
                 .svc()
@@ -409,36 +462,23 @@ impl RunClient {
             let Some(event) = resp.history.and_then(|h| h.events.into_iter().next_back()) else {
                 continue;
             };
-            let from = |p: Option<Payloads>| -> Option<WorkflowOutput> {
-                p.and_then(|p| p.payloads.into_iter().next())
-                    .and_then(|p| WorkflowOutput::from_json_payload(&p).ok())
-            };
-            let output = match event.attributes {
-                Some(Attributes::WorkflowExecutionCompletedEventAttributes(a)) => from(a.result),
-                Some(Attributes::WorkflowExecutionFailedEventAttributes(a)) => {
-                    let f = a.failure.unwrap_or_default();
-                    let details = match f.failure_info {
-                        Some(temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(i)) => i.details,
-                        _ => None,
-                    };
-                    match from(details) {
-                        Some(o) => Some(o),
-                        None => bail!("run {run_id} failed: {}", f.message),
-                    }
-                }
-                Some(Attributes::WorkflowExecutionCanceledEventAttributes(a)) => from(a.details),
-                Some(Attributes::WorkflowExecutionTimedOutEventAttributes(_)) => {
-                    bail!("run {run_id} timed out (its execution timeout passed)")
-                }
-                Some(Attributes::WorkflowExecutionTerminatedEventAttributes(a)) => {
-                    bail!("run {run_id} was terminated: {}", a.reason)
-                }
+            match event.attributes {
+                Some(
+                    a @ (Attributes::WorkflowExecutionCompletedEventAttributes(_)
+                    | Attributes::WorkflowExecutionFailedEventAttributes(_)
+                    | Attributes::WorkflowExecutionCanceledEventAttributes(_)
+                    | Attributes::WorkflowExecutionTimedOutEventAttributes(_)
+                    | Attributes::WorkflowExecutionTerminatedEventAttributes(_)
+                    | Attributes::WorkflowExecutionContinuedAsNewEventAttributes(_)),
+                ) => return Ok(a),
                 _ => continue,
-            };
-            return output.ok_or_else(|| {
-                anyhow::anyhow!("run {run_id} ended without a Toolhost result (was it started with another input?)")
-            });
+            }
         }
+    }
+
+    /// The connection (for other Temporal calls).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// The Temporal address (for messages).

@@ -533,17 +533,7 @@ impl Driver {
                 run.workflow_type
             );
         }
-        crate::engine::params::validate(&wf.params, &run.input.params).map_err(|errors| {
-            anyhow::anyhow!(
-                "invalid parameters for `{}`:\n{}",
-                wf.info.name,
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        crate::engine::params::check(&wf.params, &wf.info.name, &run.input.params)?;
         let config = self.shared.config();
         let (steps, calls) = Steps::new(self.shared.blobs.clone());
         let empty = self.shared.empty_dir.clone();

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 use crate::runtime::clocks::WorkflowClock;
 use crate::runtime::state::{CodeKind, new_store};
 use crate::sandbox::detect::Sandbox;
-use crate::sandbox::policy::{ResolvedTool, ToolGrant};
+use crate::sandbox::policy::ToolGrant;
 use crate::storage::{BlobStore, LocalStore};
 use crate::toolbox::{Registry, Toolbox};
 
@@ -115,10 +115,7 @@ impl LocalEngine {
     /// Validates `req.params` for `req.workflow` without running anything.
     pub fn check_params(&self, workflow: &str, params: &Value) -> Result<(), StartError> {
         let wf = self.lookup(workflow)?;
-        params::validate(&wf.params, params).map_err(|errors| StartError::InvalidParams {
-            workflow: workflow.to_string(),
-            errors,
-        })
+        params::check(&wf.params, workflow, params)
     }
 
     fn lookup(&self, name: &str) -> Result<Arc<crate::toolbox::LoadedWorkflow>, StartError> {
@@ -152,24 +149,13 @@ impl LocalEngine {
             )
             .map_err(|e| StartError::Setup(e.into()))?,
         );
-        let offered = self
-            .config
-            .verticals
-            .get(&wf.info.vertical)
-            .map(|v| {
-                v.tools
-                    .iter()
-                    .map(|(name, cfg)| (name.clone(), ResolvedTool::resolve(name, cfg)))
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(Arc::new(RunContext {
             run_id: run_id.to_string(),
             info: wf.info.clone(),
             digest: wf.digest.clone(),
             runtime: self.runtime.clone(),
             pre: wf.pre.clone(),
-            tools: ToolGrant::new(&wf.info.vertical, offered, &wf.info.tools),
+            tools: ToolGrant::for_workflow(&self.config, &wf.info),
             sandbox: self.sandbox.clone(),
             workspace: Workspace::open(
                 &scratch.join("workspace"),

@@ -4,6 +4,18 @@
 
 use serde_json::{Map, Value};
 
+/// Validates `params` of `workflow`, with every problem in one error.
+pub fn check(
+    validator: &jsonschema::Validator,
+    workflow: &str,
+    params: &Value,
+) -> Result<(), super::StartError> {
+    validate(validator, params).map_err(|errors| super::StartError::InvalidParams {
+        workflow: workflow.to_string(),
+        errors,
+    })
+}
+
 /// Largest parameters document accepted, in bytes.
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 /// Deepest nesting accepted.

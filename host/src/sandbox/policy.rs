@@ -188,6 +188,25 @@ pub struct ToolGrant {
 }
 
 impl ToolGrant {
+    /// The grant of workflow `info` on a host configured with `config`:
+    /// the tools its vertical offers there, narrowed to those it declared.
+    pub fn for_workflow(
+        config: &crate::config::HostConfig,
+        info: &crate::manifest::WorkflowInfo,
+    ) -> Self {
+        let offered = config
+            .verticals
+            .get(&info.vertical)
+            .map(|v| {
+                v.tools
+                    .iter()
+                    .map(|(name, cfg)| (name.clone(), ResolvedTool::resolve(name, cfg)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self::new(&info.vertical, offered, &info.tools)
+    }
+
     /// The grant for a workflow of `vertical` that declared `declared`.
     pub fn new(
         vertical: &str,

@@ -1,5 +1,7 @@
-//! `hello`: the smallest useful workflow. It greets, counts the files in the
-//! target, and reports nothing. Used in the docs and the benchmarks.
+//! `hello`: the smallest useful workflow. It greets, and reports nothing.
+//! Used in the docs and the benchmarks; with `in_activity` the greeting is
+//! made by an activity, one durable step, which is the shape the
+//! distributed benchmark compares with a native Temporal workflow.
 
 use toolhost_sdk::prelude::*;
 
@@ -10,6 +12,10 @@ pub struct Params {
     /// Who to greet.
     #[serde(default = "default_name")]
     pub name: String,
+    /// Make the greeting in an activity (one durable step) rather than in
+    /// workflow code.
+    #[serde(default)]
+    pub in_activity: bool,
 }
 
 fn default_name() -> String {
@@ -35,11 +41,25 @@ impl Workflow for Hello {
     type Params = Params;
     type Output = Summary;
 
-    fn run(_ctx: &Context, params: Params) -> Result<Summary> {
-        Ok(Summary {
-            greeting: format!("hello, {}!", params.name),
-        })
+    fn run(ctx: &Context, params: Params) -> Result<Summary> {
+        let greeting = if params.in_activity {
+            ctx.activity("greet", &params.name)?
+        } else {
+            greet(params.name)?
+        };
+        Ok(Summary { greeting })
     }
+
+    fn activity(name: &str, input: &str) -> Result<String> {
+        match name {
+            "greet" => toolhost_sdk::activity::handle(input, greet),
+            other => Err(Error::msg(format!("unknown activity `{other}`"))),
+        }
+    }
+}
+
+fn greet(name: String) -> Result<String> {
+    Ok(format!("hello, {name}!"))
 }
 
 toolhost_sdk::export_workflow!(Hello);
