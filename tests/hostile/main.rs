@@ -56,21 +56,9 @@ fn err_kind(result: &Value) -> String {
     }
 }
 
+/// Processes with `arg` as one of their arguments.
 fn processes_with_arg(arg: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
-        })
-        .count()
+    toolhost_tests::processes(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
 }
 
 // ------------------------------------------------------------- guest code

@@ -314,3 +314,21 @@ pub async fn eventually(timeout: std::time::Duration, mut check: impl FnMut() ->
     }
     check()
 }
+
+/// How many processes have a command line (its NUL-separated arguments)
+/// for which `matches` holds.
+pub fn processes(matches: impl Fn(&[u8]) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| matches(&c)))
+        .count()
+}

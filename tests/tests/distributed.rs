@@ -579,28 +579,13 @@ fn two_hosts_share_twenty_runs() {
     }
 }
 
+/// Processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .chars()
-                        .all(|c| c.is_ascii_digit())
-                })
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .map(|c| {
-                            String::from_utf8_lossy(&c)
-                                .replace('\0', " ")
-                                .contains(needle)
-                        })
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    toolhost_tests::processes(|c| {
+        String::from_utf8_lossy(c)
+            .replace('\0', " ")
+            .contains(needle)
+    })
 }
 
 /// 6: cancelling a long run kills its tool within 5 s and ends it cancelled.

@@ -17,6 +17,9 @@ commands:
   setup                   install the rust targets and cargo-component when missing
   lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
   bench                   build in release and run the benchmarks (report: target/bench/report.md)
+  bench --distributed     the same for distributed mode, against the dev services
+                          [--runs N --concurrency N --rounds N --upload-mib N]
+                          (report: target/bench/report-distributed.md)
   services up|down|status start (installing when missing), stop, or show the Temporal and
                           Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 
