@@ -752,3 +752,112 @@ fn logs_follow_prints_each_line_once() {
         "follow printed a different log than the final one"
     );
 }
+
+/// Identities of the workers that took the workflow tasks and activities of
+/// `run_id` (`toolhost@<host id>`).
+fn workers_of(c: &Cluster, run_id: &str) -> std::collections::BTreeSet<String> {
+    c.history(run_id)
+        .iter()
+        .filter_map(|e| {
+            e["workflowTaskStartedEventAttributes"]["identity"]
+                .as_str()
+                .or_else(|| e["activityTaskStartedEventAttributes"]["identity"].as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A rust host and a python host on one Temporal server split the work by
+/// vertical: `python_sast` runs only on the python host, a rust workflow
+/// only on the rust host, and `toolhost workflows` shows both verticals with
+/// the hosts that serve them.
+#[test]
+fn hosts_of_two_verticals_split_the_work() {
+    let c = Cluster::new("verticals");
+    let _rust = c.host("rust1", "rust", &["hello"]);
+    let _py = c.host("py1", "python", &["python_sast"]);
+
+    let out = c.submit(
+        "python_sast",
+        &fixture("vulnerable_python"),
+        &json!({}),
+        &["--wait", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "submit python_sast: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let rules: Vec<&str> = record["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["rule_id"].as_str())
+        .collect();
+    for planted in ["bandit/B602", "bandit/B301", "secrets/aws-access-key"] {
+        assert!(rules.contains(&planted), "{planted} not in {rules:?}");
+    }
+    let py_run = record["run_id"].as_str().expect("run id");
+    assert_eq!(
+        workers_of(&c, py_run),
+        ["toolhost@py1".to_string()].into(),
+        "python_sast ran outside the python host"
+    );
+
+    let out = c.submit(
+        "hello",
+        &empty_target(&c),
+        &json!({"in_activity": true}),
+        &["--wait", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "submit hello: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["summary"]["greeting"], "hello, world!", "{record:#}");
+    let rust_run = record["run_id"].as_str().expect("run id");
+    assert_eq!(
+        workers_of(&c, rust_run),
+        ["toolhost@rust1".to_string()].into(),
+        "hello ran outside the rust host"
+    );
+
+    let out = c.cli(&["workflows", "--json"]);
+    assert!(
+        out.status.success(),
+        "workflows: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("workflows --json");
+    assert_eq!(
+        listed["verticals"]["python"]["hosts"],
+        json!(["py1"]),
+        "{listed:#}"
+    );
+    assert_eq!(
+        listed["verticals"]["rust"]["hosts"],
+        json!(["rust1"]),
+        "{listed:#}"
+    );
+    let vertical_of = |name: &str| {
+        listed["workflows"]
+            .as_array()
+            .expect("workflows")
+            .iter()
+            .find(|w| w["name"] == name)
+            .map(|w| w["vertical"].clone())
+    };
+    assert_eq!(vertical_of("python_sast"), Some(json!("python")));
+    assert_eq!(vertical_of("hello"), Some(json!("rust")));
+    let table = c.cli(&["workflows"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("python_sast") && l.contains("python") && l.contains("py1")),
+        "{text}"
+    );
+}

@@ -7,21 +7,9 @@ use toolhost::engine::RunStatus;
 use toolhost::manifest::Severity;
 use toolhost_tests::{TestHost, assert_valid_sarif, fixture, run};
 
-/// (rule, file, line, severity) rows of `PLANTED.md`.
+/// (rule, file, line, severity) rows of `vulnerable_crate/PLANTED.md`.
 fn planted() -> Vec<(String, String, u32, Severity)> {
-    let text = std::fs::read_to_string(fixture("vulnerable_crate/PLANTED.md")).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| rule_id") && !l.starts_with("| ---"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (
-                cells[1].to_string(),
-                cells[2].to_string(),
-                cells[3].parse().unwrap(),
-                cells[4].parse().unwrap(),
-            )
-        })
-        .collect()
+    planted_in("vulnerable_crate")
 }
 
 #[tokio::test]
@@ -189,4 +177,113 @@ async fn hello_greets_and_the_user_tree_is_untouched() {
     // The workspace copy is removed after the run.
     let work = host.config.work_dir().join(&record.run_id);
     assert!(!work.exists());
+}
+
+/// (rule, file, line, severity) rows of a fixture's `PLANTED.md`.
+fn planted_in(fixture_dir: &str) -> Vec<(String, String, u32, Severity)> {
+    let text = std::fs::read_to_string(fixture(&format!("{fixture_dir}/PLANTED.md"))).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| rule_id") && !l.starts_with("| ---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].to_string(),
+                cells[2].to_string(),
+                cells[3].parse().unwrap(),
+                cells[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn python_sast_finds_every_planted_issue() {
+    let host = TestHost::new(&["python_sast"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "python_sast",
+        &fixture("vulnerable_python"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    assert_eq!(record.summary["bandit"], "ran", "{}", record.summary);
+
+    let expected = planted_in("vulnerable_python");
+    assert!(expected.len() >= 10, "PLANTED.md lists the issues");
+    let found: Vec<(String, String, u32, Severity)> = record
+        .findings
+        .iter()
+        .filter_map(|f| {
+            let l = f.location.as_ref()?;
+            Some((f.rule_id.clone(), l.path.clone(), l.start_line?, f.severity))
+        })
+        .collect();
+    for row in &expected {
+        assert!(found.contains(row), "{row:?} not found; got {found:#?}");
+    }
+    assert_eq!(
+        record.findings.len(),
+        expected.len(),
+        "unexpected extra findings: {found:#?}"
+    );
+    // Bandit's findings keep its columns, CWE and advice.
+    let shell = record
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "bandit/B602")
+        .unwrap();
+    assert_eq!(shell.location.as_ref().unwrap().start_column, Some(12));
+    assert!(shell.message.contains("CWE-78"), "{}", shell.message);
+    // The secret is never shown in full.
+    assert!(
+        record
+            .findings
+            .iter()
+            .all(|f| !f.message.contains("AKIAIOSFODNN7EXAMPLE"))
+    );
+    assert_valid_sarif(&serde_json::from_slice(&record.sarif_bytes()).unwrap());
+}
+
+#[tokio::test]
+async fn python_sast_filters_by_confidence_and_skips_tests() {
+    let host = TestHost::new(&["python_sast"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "python_sast",
+        &fixture("vulnerable_python"),
+        json!({"min_confidence": "high", "skip": ["B602", "B404"], "scan_files": false}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    let rules: Vec<&str> = record.findings.iter().map(|f| f.rule_id.as_str()).collect();
+    // B105 has medium confidence; B602 and B404 are skipped; no secret scan.
+    for gone in [
+        "bandit/B105",
+        "bandit/B602",
+        "bandit/B404",
+        "secrets/aws-access-key",
+    ] {
+        assert!(!rules.contains(&gone), "{gone} reported: {rules:?}");
+    }
+    for kept in ["bandit/B301", "bandit/B506", "bandit/B324", "bandit/B307"] {
+        assert!(rules.contains(&kept), "{kept} missing: {rules:?}");
+    }
+    assert_eq!(record.summary["files_scanned"], 0);
+}
+
+#[tokio::test]
+async fn python_sast_rejects_a_bad_skip_id() {
+    let host = TestHost::new(&["python_sast"], "");
+    let engine = host.engine().await;
+    let err = engine
+        .check_params("python_sast", &json!({"skip": ["B602; rm -rf /"]}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid parameters for `python_sast`") && err.contains("skip"),
+        "{err}"
+    );
 }

@@ -14,7 +14,8 @@ commands:
   test                    install missing tools, build everything once, run every test
   build-plugins           build plugins/ for wasm32-wasip2 into toolbox/
   build-test-components   build tests/components/ into target/test-toolbox/
-  setup                   install the rust targets and cargo-component when missing
+  setup                   install the rust targets, cargo-component and the python
+                          vertical's Bandit environment (~/.toolhost/python) when missing
   lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
   bench                   build in release and run the benchmarks (report: target/bench/report.md)
   bench --distributed     the same for distributed mode, against the dev services
@@ -24,7 +25,7 @@ commands:
                           Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 
 /// Plugins copied into `toolbox/`.
-const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment"];
+const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment", "python_sast"];
 /// Test components copied into `target/test-toolbox/`.
 const TEST_COMPONENTS: &[&str] = &["probe", "describe_trap", "bad_schema"];
 
@@ -106,7 +107,37 @@ fn setup() -> Result<()> {
     if !has_component {
         run(cargo().args(["install", "--locked", "cargo-component@0.21.1"]))?;
     }
-    Ok(())
+    setup_python()
+}
+
+/// Bandit, pinned, for the python vertical.
+const BANDIT: &str = "bandit==1.9.4";
+
+/// The python vertical's tools: a virtual environment at
+/// `~/.toolhost/python` with Bandit (the paths `host/config/default.toml`
+/// names). Its interpreter comes from `/usr/bin/python3` when there is one,
+/// so the tool sandbox (which reads `/usr`) can run it.
+fn setup_python() -> Result<()> {
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let venv = home.join(".toolhost/python");
+    if venv.join("bin/bandit").exists() {
+        return Ok(());
+    }
+    let base = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    eprintln!("xtask: creating {} with {BANDIT}", venv.display());
+    run(Command::new(base).arg("-m").arg("venv").arg(&venv)).context(
+        "cannot create the python vertical's environment (on Debian: apt-get install python3-venv)",
+    )?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        BANDIT,
+    ]))
 }
 
 fn build_wasm_workspace(manifest: &str, crates: &[&str], dest: &Path) -> Result<()> {

@@ -29,7 +29,10 @@ pub(super) fn doctor(g: &GlobalArgs, _args: DoctorArgs) -> anyhow::Result<u8> {
         for (tname, t) in &v.tools {
             match find_program(&t.command) {
                 Ok(p) => println!("  {vname}/{tname:<16} ok   {}", p.display()),
-                Err(e) => println!("  {vname}/{tname:<16} NO   {e}"),
+                Err(e) => match &t.install {
+                    Some(hint) => println!("  {vname}/{tname:<16} NO   {e}; install it: {hint}"),
+                    None => println!("  {vname}/{tname:<16} NO   {e}"),
+                },
             }
         }
     }

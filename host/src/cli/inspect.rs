@@ -23,6 +23,10 @@ pub struct WorkflowsArgs {
     /// as it happens (one line each; JSON lines with --json).
     #[arg(long)]
     watch: bool,
+    /// With [temporal] configured: list this host's toolbox instead of what
+    /// the hosts of every vertical have published.
+    #[arg(long)]
+    local: bool,
 }
 
 impl WorkflowsArgs {
@@ -91,6 +95,9 @@ pub(super) async fn workflows(g: &GlobalArgs, args: WorkflowsArgs) -> anyhow::Re
     if args.watch {
         return watch_workflows(g, args.json).await;
     }
+    if !args.local && load_config(g)?.temporal.is_some() {
+        return super::remote::published_workflows(g, args.json).await;
+    }
     let registry = load(g).await?;
     if args.json {
         let doc = json!({
@@ -133,7 +140,7 @@ pub(super) async fn workflows(g: &GlobalArgs, args: WorkflowsArgs) -> anyhow::Re
     Ok(exit::OK)
 }
 
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(super) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{CliError, GlobalArgs, exit, load_config, output};
 use crate::distributed::client::RunClient;
-use crate::distributed::components::published;
+use crate::distributed::components::{list_published, published};
 use crate::distributed::{WorkflowInput, WorkflowOutput};
 use crate::engine::{RunRecord, RunStatus, params};
 use crate::manifest::Severity;
@@ -137,6 +137,82 @@ pub async fn upload_target(
         );
     }
     Ok((info.sha256.clone(), info))
+}
+
+/// `toolhost workflows` in distributed mode: every workflow the hosts have
+/// published, by vertical, with the hosts polling each vertical's queue.
+pub(super) async fn published_workflows(g: &GlobalArgs, json_out: bool) -> anyhow::Result<u8> {
+    let client = client(g).await?;
+    let blobs = client.blobs.as_ref();
+    let mut workflows = Vec::new();
+    for name in list_published(blobs).await? {
+        match published(blobs, &name).await {
+            Ok(wf) => workflows.push(wf),
+            Err(e) => eprintln!("warning: skipping `{name}`: {e:#}"),
+        }
+    }
+    // Hosts are the workflow pollers of each vertical's queue (Temporal
+    // remembers a poller for a few minutes after it stops).
+    let mut verticals: std::collections::BTreeMap<String, (String, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for wf in &workflows {
+        if verticals.contains_key(&wf.vertical) {
+            continue;
+        }
+        let mut hosts: Vec<String> = client
+            .pollers(&wf.task_queue)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.strip_prefix("toolhost@").unwrap_or(&p).to_string())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        verticals.insert(wf.vertical.clone(), (wf.task_queue.clone(), hosts));
+    }
+    let hosts_of = |v: &str| verticals.get(v).map(|(_, h)| h.clone()).unwrap_or_default();
+    if json_out {
+        let doc = json!({
+            "workflows": workflows.iter().map(|w| json!({
+                "name": w.name, "version": w.version, "vertical": w.vertical,
+                "description": w.description, "tools": w.tools, "digest": w.digest,
+                "task_queue": w.task_queue, "timeout_secs": w.timeout_secs,
+                "published_by": w.host, "published_at": w.published_at,
+                "hosts": hosts_of(&w.vertical),
+            })).collect::<Vec<_>>(),
+            "verticals": verticals.iter().map(|(v, (q, h))| (v.clone(), json!({"task_queue": q, "hosts": h}))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    if workflows.is_empty() {
+        println!(
+            "no host has published a workflow yet; start a host (`toolhost host` with [temporal] and [storage.s3]) with a toolbox"
+        );
+        return Ok(exit::OK);
+    }
+    let rows: Vec<[String; 5]> = workflows
+        .iter()
+        .map(|w| {
+            let hosts = hosts_of(&w.vertical);
+            [
+                w.name.clone(),
+                w.version.clone(),
+                w.vertical.clone(),
+                if hosts.is_empty() {
+                    "(none polling)".into()
+                } else {
+                    hosts.join(",")
+                },
+                w.description.clone(),
+            ]
+        })
+        .collect();
+    super::inspect::print_table(
+        &["NAME", "VERSION", "VERTICAL", "HOSTS", "DESCRIPTION"],
+        &rows,
+    );
+    Ok(exit::OK)
 }
 
 pub(super) async fn submit(g: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<u8> {

@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfig {
-    /// Executable: an absolute path, or a name looked up on the host's PATH.
+    /// Executable: an absolute path (`~/` = host home), or a name looked up
+    /// on the host's PATH.
     pub command: String,
+    /// How to install the tool when it is missing (shown by `toolhost
+    /// doctor` and in the error a workflow gets).
+    #[serde(default)]
+    pub install: Option<String>,
     /// Fixed leading arguments, before the workflow's own.
     #[serde(default)]
     pub args: Vec<String>,
@@ -80,6 +85,7 @@ impl ToolConfig {
             max_file_mib: None,
             cpu_secs: None,
             memory_mib: None,
+            install: None,
         }
     }
 
@@ -117,7 +123,10 @@ pub struct ResolvedTool {
 impl ResolvedTool {
     /// Resolves `config` against the host's PATH and environment.
     pub fn resolve(name: &str, config: &ToolConfig) -> Self {
-        let program = find_program(&config.command);
+        let program = find_program(&config.command).map_err(|e| match &config.install {
+            Some(hint) => format!("{e} (install it: {hint})"),
+            None => e,
+        });
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let mut base_env = Vec::new();
         for key in &config.env {
@@ -149,12 +158,20 @@ impl ResolvedTool {
 
 /// Looks `command` up like a shell would, without running one.
 pub fn find_program(command: &str) -> Result<PathBuf, String> {
-    let candidate = Path::new(command);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let expanded = match (command.strip_prefix("~/"), &home) {
+        (Some(rest), Some(home)) => Some(home.join(rest)),
+        _ => None,
+    };
+    let candidate = expanded.as_deref().unwrap_or(Path::new(command));
     if candidate.is_absolute() {
         return if is_executable(candidate) {
             Ok(candidate.to_path_buf())
         } else {
-            Err(format!("`{command}` does not exist or is not executable"))
+            Err(format!(
+                "`{}` does not exist or is not executable",
+                candidate.display()
+            ))
         };
     }
     if command.contains('/') {
@@ -266,6 +283,7 @@ mod tests {
             max_file_mib: None,
             cpu_secs: None,
             memory_mib: None,
+            install: None,
         }
     }
 
@@ -301,5 +319,28 @@ mod tests {
                 .contains("PATH")
         );
         assert!(find_program("./rel").is_err());
+    }
+
+    #[test]
+    fn commands_expand_home_and_missing_ones_say_how_to_install() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        let dir = tempfile::tempdir_in(&home).expect("tempdir in HOME");
+        let exe = dir.path().join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let rel = exe.strip_prefix(&home).unwrap().display().to_string();
+        assert_eq!(find_program(&format!("~/{rel}")).unwrap(), exe);
+
+        let mut missing = tool("~/no-such-dir-xyz/bandit");
+        missing.install = Some("pip install bandit".into());
+        let err = ResolvedTool::resolve("bandit", &missing)
+            .program
+            .unwrap_err();
+        assert!(
+            err.contains(&home.join("no-such-dir-xyz/bandit").display().to_string())
+                && err.contains("install it: pip install bandit"),
+            "{err}"
+        );
     }
 }

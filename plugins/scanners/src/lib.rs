@@ -11,13 +11,21 @@
 //!   into hits.
 //! * [`parse_cargo_test`] turns `cargo test` output into one hit per failing
 //!   test, or one hit for a build failure.
+//! * [`parse_bandit_json`] turns Bandit's JSON report into hits.
 //! * [`dedup`] removes duplicates and orders hits for reporting.
+//! * With the `sdk` feature, [`workspace`] is the workspace scan activity
+//!   that workflow plugins share.
 
+mod bandit;
 mod cargo_test;
 mod clippy;
 mod rustlex;
 mod text;
 
+#[cfg(feature = "sdk")]
+pub mod workspace;
+
+pub use bandit::{BanditReport, Confidence, parse_bandit_json};
 pub use cargo_test::parse_cargo_test;
 pub use clippy::parse_clippy_json;
 pub use text::{scan_text, should_scan};

@@ -47,13 +47,22 @@ const EXTENSIONS: &[&str] = &[
 /// Dotfiles without an extension that commonly hold credentials.
 const DOTFILES: &[&str] = &[".npmrc", ".pypirc", ".netrc", ".git-credentials"];
 
-/// Directories never worth scanning: build output, VCS data, vendored JS.
-const SKIPPED_DIRS: &[&str] = &["target", ".git", "node_modules"];
+/// Directories never worth scanning: build output, VCS data, vendored
+/// JavaScript, Python virtual environments and bytecode caches.
+const SKIPPED_DIRS: &[&str] = &[
+    "target",
+    ".git",
+    "node_modules",
+    ".venv",
+    "venv",
+    "__pycache__",
+];
 
 /// True for paths the scanner should look at: source and config text by
 /// extension (`.rs`, `.toml`, `.py`, `.json`, `.yaml`, `.pem`, `.txt`...) and
 /// credential dotfiles (`.env`, `.env.local`, `.npmrc`...), except anything
-/// under a directory named `target`, `.git` or `node_modules`.
+/// under a directory listed in `SKIPPED_DIRS` (`target`, `.git`, `node_modules`,
+/// `.venv`, `venv`, `__pycache__`).
 pub fn should_scan(path: &str) -> bool {
     let path = normalize_path(path);
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();

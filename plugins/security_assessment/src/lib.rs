@@ -3,9 +3,7 @@
 //! `cargo clippy` diagnostics into findings; results are deduplicated and
 //! severities mapped consistently.
 
-use std::path::Path;
-
-use toolhost_scanners::Hit;
+use toolhost_scanners::workspace::{SCAN_ACTIVITY, scan_files};
 use toolhost_sdk::prelude::*;
 
 /// Parameters of `security_assessment`.
@@ -50,20 +48,6 @@ fn default_max_file() -> u64 {
     2 * 1024 * 1024
 }
 
-/// Input of the `scan` activity.
-#[derive(Serialize, Deserialize)]
-pub struct ScanInput {
-    max_file_bytes: u64,
-}
-
-/// Output of the `scan` activity.
-#[derive(Serialize, Deserialize)]
-pub struct ScanOutput {
-    files_scanned: u64,
-    files_skipped: u64,
-    hits: Vec<Hit>,
-}
-
 /// The run summary.
 #[derive(Serialize)]
 pub struct Summary {
@@ -91,19 +75,7 @@ impl Workflow for SecurityAssessment {
         let mut hits = Vec::new();
         let mut files_scanned = 0;
         if params.scan_files {
-            progress(&serde_json::json!({"phase": "scanning files"}));
-            let out: ScanOutput = ctx.activity(
-                "scan",
-                &ScanInput {
-                    max_file_bytes: params.max_file_bytes,
-                },
-            )?;
-            toolhost_sdk::log::info!(
-                "scanned {} files ({} skipped), {} hits",
-                out.files_scanned,
-                out.files_skipped,
-                out.hits.len()
-            );
+            let out = scan_files(ctx, params.max_file_bytes)?;
             files_scanned = out.files_scanned;
             hits.extend(out.hits);
         }
@@ -167,72 +139,12 @@ impl Workflow for SecurityAssessment {
 
     fn activity(name: &str, input: &str) -> Result<String> {
         match name {
-            "scan" => toolhost_sdk::activity::handle(input, scan),
+            SCAN_ACTIVITY => {
+                toolhost_sdk::activity::handle(input, toolhost_scanners::workspace::scan)
+            }
             other => Err(Error::msg(format!("unknown activity `{other}`"))),
         }
     }
-}
-
-/// Walks `/workspace` and scans every text file worth scanning.
-fn scan(input: ScanInput) -> Result<ScanOutput> {
-    let root = Path::new("/workspace");
-    let mut out = ScanOutput {
-        files_scanned: 0,
-        files_skipped: 0,
-        hits: Vec::new(),
-    };
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::msg(format!("cannot list {}: {e}", dir.display())))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let rel = path
-                .strip_prefix(root)
-                .map(|p| p.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_default();
-            if kind.is_dir() {
-                if toolhost_scanners::should_scan(&format!("{rel}/x.rs")) {
-                    pending.push(path);
-                }
-                continue;
-            }
-            if !kind.is_file() || !toolhost_scanners::should_scan(&rel) {
-                continue;
-            }
-            let too_big = entry
-                .metadata()
-                .map(|m| m.len() > input.max_file_bytes)
-                .unwrap_or(true);
-            let Ok(bytes) = (if too_big {
-                Err(())
-            } else {
-                std::fs::read(&path).map_err(|_| ())
-            }) else {
-                out.files_skipped += 1;
-                continue;
-            };
-            // Binary files are not text: skip them.
-            if bytes.contains(&0) {
-                out.files_skipped += 1;
-                continue;
-            }
-            out.files_scanned += 1;
-            out.hits.extend(toolhost_scanners::scan_text(
-                &rel,
-                &String::from_utf8_lossy(&bytes),
-            ));
-            if out.files_scanned.is_multiple_of(500) {
-                progress(
-                    &serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}),
-                );
-            }
-        }
-    }
-    Ok(out)
 }
 
 toolhost_sdk::export_workflow!(SecurityAssessment);

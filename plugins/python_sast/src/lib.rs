@@ -1,0 +1,205 @@
+//! `python_sast`: static analysis of Python code. Bandit's issues (its JSON
+//! report) become findings with locations and severities, and the same
+//! workspace scan as `security_assessment` (shared through
+//! `toolhost-scanners`) finds committed secrets.
+
+use toolhost_scanners::workspace::{SCAN_ACTIVITY, scan_files};
+use toolhost_scanners::{Confidence, Hit};
+use toolhost_sdk::prelude::*;
+
+/// Parameters of `python_sast`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Directory of the Python code inside the target ("" = all of it).
+    #[serde(default)]
+    #[schemars(length(max = 4096))]
+    pub path: String,
+    /// Run Bandit.
+    #[serde(default = "yes")]
+    pub bandit: bool,
+    /// Bandit tests to skip, by id (e.g. B101 for `assert`).
+    #[serde(default)]
+    #[schemars(length(max = 200), inner(regex(pattern = r"^B[0-9]{3}$")))]
+    pub skip: Vec<String>,
+    /// Report Bandit issues only at least this confident.
+    #[serde(default)]
+    pub min_confidence: MinConfidence,
+    /// Scan every text file for committed secrets.
+    #[serde(default = "yes")]
+    pub scan_files: bool,
+    /// Skip files larger than this many bytes in the secret scan.
+    #[serde(default = "default_max_file")]
+    #[schemars(range(min = 1, max = 104857600))]
+    pub max_file_bytes: u64,
+    /// Report only findings at least this severe.
+    #[serde(default)]
+    pub min_severity: MinSeverity,
+}
+
+/// Lowest Bandit confidence reported.
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MinConfidence {
+    #[default]
+    Low,
+    Medium,
+    High,
+}
+
+impl MinConfidence {
+    fn admits(self, c: Confidence) -> bool {
+        let min = match self {
+            MinConfidence::Low => Confidence::Low,
+            MinConfidence::Medium => Confidence::Medium,
+            MinConfidence::High => Confidence::High,
+        };
+        c >= min
+    }
+}
+
+/// Lowest severity reported.
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MinSeverity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_file() -> u64 {
+    2 * 1024 * 1024
+}
+
+/// The run summary.
+#[derive(Serialize)]
+pub struct Summary {
+    /// `ran`, `disabled` or `failed`.
+    bandit: &'static str,
+    /// Files Bandit could not parse.
+    bandit_errors: usize,
+    files_scanned: u64,
+    findings: usize,
+}
+
+pub struct PythonSast;
+
+impl Workflow for PythonSast {
+    const NAME: &'static str = "python_sast";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Finds security issues in Python code with Bandit, and committed secrets.";
+    const VERTICAL: &'static str = "python";
+    const TOOLS: &'static [&'static str] = &["bandit"];
+    const TAGS: &'static [&'static str] = &["security", "python", "sast", "secrets"];
+    const TIMEOUT_SECS: u32 = 3600;
+
+    type Params = Params;
+    type Output = Summary;
+
+    fn run(ctx: &Context, params: Params) -> Result<Summary> {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut files_scanned = 0;
+        if params.scan_files {
+            let out = scan_files(ctx, params.max_file_bytes)?;
+            files_scanned = out.files_scanned;
+            hits.extend(out.hits);
+        }
+
+        let mut bandit_errors = 0;
+        let bandit = if !params.bandit {
+            "disabled"
+        } else {
+            progress(&serde_json::json!({"phase": "bandit", "files_scanned": files_scanned}));
+            let dir = if params.path.is_empty() {
+                ".".to_string()
+            } else {
+                params.path.clone()
+            };
+            let mut args = vec![
+                "-r".to_string(),
+                dir,
+                "-f".into(),
+                "json".into(),
+                "-q".into(),
+            ];
+            if !params.skip.is_empty() {
+                args.push("--skip".into());
+                args.push(params.skip.join(","));
+            }
+            let out = tools::run("bandit").args(args).output()?;
+            // Bandit exits 1 when it found issues, 0 when it found none.
+            match toolhost_scanners::parse_bandit_json(&out.stdout_str()) {
+                Ok(report) if matches!(out.exit_code, Some(0 | 1)) => {
+                    for e in &report.errors {
+                        toolhost_sdk::log::warn!("bandit could not scan {e}");
+                    }
+                    bandit_errors = report.errors.len();
+                    hits.extend(
+                        report
+                            .hits
+                            .into_iter()
+                            .filter(|(_, c)| params.min_confidence.admits(*c))
+                            .map(|(h, _)| h),
+                    );
+                    "ran"
+                }
+                result => {
+                    let why = result.err().unwrap_or_default();
+                    toolhost_sdk::log::warn!(
+                        "bandit failed (exit {:?}){}: {}",
+                        out.exit_code,
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {why}")
+                        },
+                        out.stderr_str()
+                            .lines()
+                            .take(20)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                    "failed"
+                }
+            }
+        };
+
+        let hits = toolhost_scanners::dedup(hits);
+        let min = params.min_severity as u8;
+        let mut reported = 0;
+        for hit in hits.iter().filter(|h| h.severity as u8 >= min) {
+            report(hit.to_finding());
+            reported += 1;
+        }
+        if bandit == "failed" {
+            return Err(Error::msg(
+                "bandit did not produce its report; see the run log (is the python vertical set up? `toolhost doctor` checks it)",
+            ));
+        }
+        Ok(Summary {
+            bandit,
+            bandit_errors,
+            files_scanned,
+            findings: reported,
+        })
+    }
+
+    fn activity(name: &str, input: &str) -> Result<String> {
+        match name {
+            SCAN_ACTIVITY => {
+                toolhost_sdk::activity::handle(input, toolhost_scanners::workspace::scan)
+            }
+            other => Err(Error::msg(format!("unknown activity `{other}`"))),
+        }
+    }
+}
+
+toolhost_sdk::export_workflow!(PythonSast);

@@ -1,0 +1,103 @@
+//! The secret and risky-pattern scan of a whole workspace, as an activity
+//! any workflow plugin can export (`security_assessment`, `python_sast`).
+//! Needs the `sdk` feature: it reads `/workspace` and reports progress.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toolhost_sdk::{Context, Error, Result, progress};
+
+use crate::{Hit, scan_text, should_scan};
+
+/// The name under which plugins export [`scan`].
+pub const SCAN_ACTIVITY: &str = "scan";
+
+/// Input of the scan activity.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanInput {
+    /// Files larger than this are skipped.
+    pub max_file_bytes: u64,
+}
+
+/// Output of the scan activity.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScanOutput {
+    pub files_scanned: u64,
+    pub files_skipped: u64,
+    pub hits: Vec<Hit>,
+}
+
+/// Workflow side: runs the plugin's [`SCAN_ACTIVITY`] (one durable step)
+/// and logs what it found.
+pub fn scan_files(ctx: &Context, max_file_bytes: u64) -> Result<ScanOutput> {
+    progress(&serde_json::json!({"phase": "scanning files"}));
+    let out: ScanOutput = ctx.activity(SCAN_ACTIVITY, &ScanInput { max_file_bytes })?;
+    toolhost_sdk::log::info!(
+        "scanned {} files ({} skipped), {} hits",
+        out.files_scanned,
+        out.files_skipped,
+        out.hits.len()
+    );
+    Ok(out)
+}
+
+/// Activity side: walks `/workspace` and scans every text file worth
+/// scanning (see [`should_scan`]); binary and oversized files are skipped.
+pub fn scan(input: ScanInput) -> Result<ScanOutput> {
+    let root = Path::new("/workspace");
+    let mut out = ScanOutput {
+        files_scanned: 0,
+        files_skipped: 0,
+        hits: Vec::new(),
+    };
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::msg(format!("cannot list {}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let rel = path
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if kind.is_dir() {
+                if should_scan(&format!("{rel}/x.rs")) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() || !should_scan(&rel) {
+                continue;
+            }
+            let too_big = entry
+                .metadata()
+                .map(|m| m.len() > input.max_file_bytes)
+                .unwrap_or(true);
+            let Ok(bytes) = (if too_big {
+                Err(())
+            } else {
+                std::fs::read(&path).map_err(|_| ())
+            }) else {
+                out.files_skipped += 1;
+                continue;
+            };
+            // Binary files are not text: skip them.
+            if bytes.contains(&0) {
+                out.files_skipped += 1;
+                continue;
+            }
+            out.files_scanned += 1;
+            out.hits
+                .extend(scan_text(&rel, &String::from_utf8_lossy(&bytes)));
+            if out.files_scanned.is_multiple_of(500) {
+                progress(
+                    &serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
