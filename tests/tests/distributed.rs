@@ -770,11 +770,12 @@ fn workers_of(c: &Cluster, run_id: &str) -> std::collections::BTreeSet<String> {
 /// A rust host and a python host on one Temporal server split the work by
 /// vertical: `python_sast` runs only on the python host, a rust workflow
 /// only on the rust host, and `toolhost workflows` shows both verticals with
-/// the hosts that serve them.
+/// the hosts that serve them. The rust host's toolbox also holds
+/// `python_sast` (a shared toolbox): it neither publishes nor runs it.
 #[test]
 fn hosts_of_two_verticals_split_the_work() {
     let c = Cluster::new("verticals");
-    let _rust = c.host("rust1", "rust", &["hello"]);
+    let _rust = c.host("rust1", "rust", &["hello", "python_sast"]);
     let _py = c.host("py1", "python", &["python_sast"]);
 
     let out = c.submit(
@@ -858,6 +859,49 @@ fn hosts_of_two_verticals_split_the_work() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("python_sast") && l.contains("python") && l.contains("py1")),
+        "{text}"
+    );
+
+    // Started on the wrong vertical's queue with the stock CLI, pinned to
+    // the published version, the run fails and says where it belongs.
+    let digest = listed["workflows"]
+        .as_array()
+        .expect("workflows")
+        .iter()
+        .find(|w| w["name"] == "python_sast")
+        .and_then(|w| w["digest"].as_str())
+        .expect("python_sast digest")
+        .to_string();
+    let run_id = format!(
+        "python_sast-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let out = c.temporal(&[
+        "workflow",
+        "start",
+        "--type",
+        "python_sast",
+        "--task-queue",
+        &format!("{}-rust", c.prefix),
+        "--workflow-id",
+        &run_id,
+        "--input",
+        &json!({ "digest": digest }).to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.cli(&["status", &run_id, "--wait", "--json"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"failed\"")
+            && text.contains("is for vertical `python`, but this host serves vertical `rust`"),
         "{text}"
     );
 }

@@ -40,6 +40,14 @@ impl ActivityError {
             retryable: true,
         }
     }
+    /// A component that cannot load: fatal when it never will here,
+    /// retried when the blob store may come back.
+    fn component(e: anyhow::Error) -> Self {
+        ActivityError {
+            retryable: !e.is::<super::components::Unloadable>(),
+            message: format!("{e:#}"),
+        }
+    }
 }
 
 /// Marker written once a run's workspace is complete.
@@ -65,8 +73,9 @@ pub async fn prepare(
             .map(|wf| wf.digest.clone())
             .ok_or_else(|| {
                 ActivityError::fatal(format!(
-                    "host {} has no workflow named `{}` in its toolbox; available: {}",
+                    "host {} (vertical `{}`) has no workflow named `{}` in its toolbox; available: {} (`toolhost workflows` lists every vertical's workflows and queues)",
                     shared.host_id,
+                    shared.vertical,
                     input.workflow,
                     shared.components.toolbox().registry().names()
                 ))
@@ -74,11 +83,12 @@ pub async fn prepare(
     };
     // The pinned version must be loadable here (and, through the blob
     // store, on any host that replays the run).
+    // (A component of another vertical does not load here.)
     shared
         .components
         .get(&digest)
         .await
-        .map_err(|e| ActivityError::retry(format!("{e:#}")))?;
+        .map_err(ActivityError::component)?;
 
     let dir = scratch(shared, &input.run_id)?;
     let marker = dir.join(PREPARED);
@@ -155,7 +165,7 @@ async fn context(
         .components
         .get(digest)
         .await
-        .map_err(|e| ActivityError::retry(format!("{e:#}")))?;
+        .map_err(ActivityError::component)?;
     let config = shared.config();
     Ok(Arc::new(RunContext {
         run_id: run_id.to_string(),

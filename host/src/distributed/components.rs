@@ -42,6 +42,13 @@ pub fn registry_key(name: &str) -> String {
     format!("registry/{name}.json")
 }
 
+/// A component that can never load on this host: not a digest, a corrupt
+/// copy, or rejected by this host's validation (another vertical, tools
+/// its vertical lacks). Retrying cannot help, unlike a blob store outage.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Unloadable(pub anyhow::Error);
+
 /// Resolves and publishes components.
 pub struct Components {
     toolbox: Arc<Toolbox>,
@@ -55,7 +62,8 @@ pub struct Components {
 
 impl Components {
     /// Resolves over `toolbox` and `blobs`; fetched components are kept in
-    /// `<data_dir>/components`.
+    /// `<data_dir>/components`; workflows are published with `task_queue`
+    /// as the queue their runs start on.
     pub fn new(
         toolbox: Arc<Toolbox>,
         blobs: Arc<dyn BlobStore>,
@@ -97,7 +105,7 @@ impl Components {
             return Ok(wf);
         }
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("`{digest}` is not a sha256 digest");
+            return Err(Unloadable(anyhow::anyhow!("`{digest}` is not a sha256 digest")).into());
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create `{}`", self.dir.display()))?;
@@ -111,7 +119,10 @@ impl Components {
             Err(e) => return Err(e.into()),
         };
         if crate::toolbox::digest(&bytes) != digest {
-            bail!("the blob store's copy of component {digest} is corrupt (its sha256 differs)");
+            return Err(Unloadable(anyhow::anyhow!(
+                "the blob store's copy of component {digest} is corrupt (its sha256 differs)"
+            ))
+            .into());
         }
         std::fs::write(&path, &bytes)
             .with_context(|| format!("cannot write `{}`", path.display()))?;
@@ -121,7 +132,11 @@ impl Components {
             &path,
         )
         .await
-        .with_context(|| format!("component {digest} from the blob store does not load"))?;
+        .map_err(|e| {
+            Unloadable(e.context(format!(
+                "component {digest} from the blob store does not load on this host"
+            )))
+        })?;
         let wf = Arc::new(wf);
         self.fetched
             .lock()
@@ -139,7 +154,8 @@ impl Components {
             .cloned()
     }
 
-    /// Publishes `wf`'s component (once) and its metadata.
+    /// Publishes `wf`'s component (once) and its metadata. A host's
+    /// toolbox only loads workflows of the vertical it serves.
     pub async fn publish(&self, wf: &LoadedWorkflow) -> anyhow::Result<()> {
         let key = component_key(&wf.digest);
         if !self.blobs.exists(&key).await? {

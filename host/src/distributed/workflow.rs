@@ -533,6 +533,7 @@ impl Driver {
                 run.workflow_type
             );
         }
+
         crate::engine::params::check(&wf.params, &wf.info.name, &run.input.params)?;
         let config = self.shared.config();
         let (steps, calls) = Steps::new(self.shared.blobs.clone());
