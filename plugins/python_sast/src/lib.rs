@@ -3,7 +3,7 @@
 //! workspace scan as `security_assessment` (shared through
 //! `toolhost-scanners`) finds committed secrets.
 
-use toolhost_scanners::workspace::{SCAN_ACTIVITY, scan_files};
+use toolhost_scanners::workspace::{MinSeverity, SCAN_ACTIVITY, report_hits, scan_files};
 use toolhost_scanners::{Confidence, Hit};
 use toolhost_sdk::prelude::*;
 
@@ -29,7 +29,7 @@ pub struct Params {
     #[serde(default = "yes")]
     pub scan_files: bool,
     /// Skip files larger than this many bytes in the secret scan.
-    #[serde(default = "default_max_file")]
+    #[serde(default = "toolhost_scanners::workspace::default_max_file_bytes")]
     #[schemars(range(min = 1, max = 104857600))]
     pub max_file_bytes: u64,
     /// Report only findings at least this severe.
@@ -58,24 +58,8 @@ impl MinConfidence {
     }
 }
 
-/// Lowest severity reported.
-#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum MinSeverity {
-    #[default]
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
 fn yes() -> bool {
     true
-}
-
-fn default_max_file() -> u64 {
-    2 * 1024 * 1024
 }
 
 /// The run summary.
@@ -172,13 +156,7 @@ impl Workflow for PythonSast {
             }
         };
 
-        let hits = toolhost_scanners::dedup(hits);
-        let min = params.min_severity as u8;
-        let mut reported = 0;
-        for hit in hits.iter().filter(|h| h.severity as u8 >= min) {
-            report(hit.to_finding());
-            reported += 1;
-        }
+        let reported = report_hits(hits, params.min_severity);
         if bandit == "failed" {
             return Err(Error::msg(
                 "bandit did not produce its report; see the run log (is the python vertical set up? `toolhost doctor` checks it)",

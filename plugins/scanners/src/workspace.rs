@@ -1,13 +1,46 @@
 //! The secret and risky-pattern scan of a whole workspace, as an activity
-//! any workflow plugin can export (`security_assessment`, `python_sast`).
-//! Needs the `sdk` feature: it reads `/workspace` and reports progress.
+//! any workflow plugin can export (`security_assessment`, `python_sast`),
+//! and the parameters and reporting those plugins share. Needs the `sdk`
+//! feature: it reads `/workspace` and reports findings and progress.
 
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use toolhost_sdk::{Context, Error, Result, progress};
+use toolhost_sdk::{Context, Error, Result, progress, report};
 
 use crate::{Hit, scan_text, should_scan};
+
+/// Lowest severity a plugin reports (its `min_severity` parameter).
+#[derive(Debug, Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MinSeverity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Reports the hits at least `min` severe as findings, after
+/// deduplicating them; returns how many were reported.
+pub fn report_hits(hits: Vec<Hit>, min: MinSeverity) -> usize {
+    let mut reported = 0;
+    for hit in crate::dedup(hits)
+        .iter()
+        .filter(|h| h.severity as u8 >= min as u8)
+    {
+        report(hit.to_finding());
+        reported += 1;
+    }
+    reported
+}
+
+/// Default of a plugin's `max_file_bytes` parameter: 2 MiB.
+pub fn default_max_file_bytes() -> u64 {
+    2 * 1024 * 1024
+}
 
 /// The name under which plugins export [`scan`].
 pub const SCAN_ACTIVITY: &str = "scan";

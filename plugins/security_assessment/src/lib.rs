@@ -3,7 +3,7 @@
 //! `cargo clippy` diagnostics into findings; results are deduplicated and
 //! severities mapped consistently.
 
-use toolhost_scanners::workspace::{SCAN_ACTIVITY, scan_files};
+use toolhost_scanners::workspace::{MinSeverity, SCAN_ACTIVITY, report_hits, scan_files};
 use toolhost_sdk::prelude::*;
 
 /// Parameters of `security_assessment`.
@@ -20,7 +20,7 @@ pub struct Params {
     #[serde(default)]
     pub path: String,
     /// Skip files larger than this many bytes.
-    #[serde(default = "default_max_file")]
+    #[serde(default = "toolhost_scanners::workspace::default_max_file_bytes")]
     #[schemars(range(min = 1, max = 104857600))]
     pub max_file_bytes: u64,
     /// Report only findings at least this severe.
@@ -28,24 +28,8 @@ pub struct Params {
     pub min_severity: MinSeverity,
 }
 
-/// Lowest severity reported.
-#[derive(Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum MinSeverity {
-    #[default]
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
 fn yes() -> bool {
     true
-}
-
-fn default_max_file() -> u64 {
-    2 * 1024 * 1024
 }
 
 /// The run summary.
@@ -123,13 +107,7 @@ impl Workflow for SecurityAssessment {
             }
         };
 
-        let hits = toolhost_scanners::dedup(hits);
-        let min = params.min_severity as u8;
-        let mut reported = 0;
-        for hit in hits.iter().filter(|h| h.severity as u8 >= min) {
-            report(hit.to_finding());
-            reported += 1;
-        }
+        let reported = report_hits(hits, params.min_severity);
         Ok(Summary {
             files_scanned,
             clippy,
