@@ -128,6 +128,16 @@ pub struct TestHost {
 impl TestHost {
     /// A host whose toolbox holds `components`, with `limits` TOML lines added.
     pub fn new(components: &[&str], limits: &str) -> Self {
+        Self::with_config(components, limits, |text| text)
+    }
+
+    /// As [`TestHost::new`], with the config text passed through `edit`
+    /// before it is written and parsed.
+    pub fn with_config(
+        components: &[&str],
+        limits: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let toolbox = dir.path().join("toolbox");
         std::fs::create_dir_all(&toolbox).expect("toolbox dir");
@@ -135,10 +145,10 @@ impl TestHost {
             std::fs::copy(component(name), toolbox.join(format!("{name}.wasm"))).expect("copy");
         }
         let default = toolhost::config::DEFAULT_CONFIG;
-        let text = format!(
+        let text = edit(format!(
             "toolbox = \"toolbox\"\ndata_dir = \"data\"\nwork_dir = \"work\"\n{}\n{TEST_VERTICAL}",
             merge_limits(default, limits)
-        );
+        ));
         let config_path = dir.path().join("host.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = HostConfig::parse(&text, Some(dir.path())).expect("test config parses");

@@ -287,3 +287,40 @@ async fn python_sast_rejects_a_bad_skip_id() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn python_sast_without_bandit_fails_says_how_to_install_and_keeps_the_secrets() {
+    let host = TestHost::with_config(&["python_sast"], "", |text| {
+        assert!(text.contains("~/.toolhost/python/bin/bandit"));
+        text.replace(
+            "~/.toolhost/python/bin/bandit",
+            "/nonexistent/toolhost/bandit",
+        )
+    });
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "python_sast",
+        &fixture("vulnerable_python"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Failed, "{:?}", record.error);
+    let err = record.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("bandit did not produce its report")
+            && err.contains("/nonexistent/toolhost/bandit")
+            && err.contains("install it: python3 -m venv"),
+        "{err}"
+    );
+    // The secret scan ran before, and its findings are kept.
+    assert!(
+        record
+            .findings
+            .iter()
+            .any(|f| f.rule_id == "secrets/aws-access-key"),
+        "{:#?}",
+        record.findings
+    );
+    assert_valid_sarif(&serde_json::from_slice(&record.sarif_bytes()).unwrap());
+}

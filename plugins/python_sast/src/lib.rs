@@ -98,30 +98,13 @@ impl Workflow for PythonSast {
         }
 
         let mut bandit_errors = 0;
+        let mut bandit_failure = None;
         let bandit = if !params.bandit {
             "disabled"
         } else {
             progress(&serde_json::json!({"phase": "bandit", "files_scanned": files_scanned}));
-            let dir = if params.path.is_empty() {
-                ".".to_string()
-            } else {
-                params.path.clone()
-            };
-            let mut args = vec![
-                "-r".to_string(),
-                dir,
-                "-f".into(),
-                "json".into(),
-                "-q".into(),
-            ];
-            if !params.skip.is_empty() {
-                args.push("--skip".into());
-                args.push(params.skip.join(","));
-            }
-            let out = tools::run("bandit").args(args).output()?;
-            // Bandit exits 1 when it found issues, 0 when it found none.
-            match toolhost_scanners::parse_bandit_json(&out.stdout_str()) {
-                Ok(report) if matches!(out.exit_code, Some(0 | 1)) => {
+            match bandit(&params) {
+                Ok(report) => {
                     for e in &report.errors {
                         toolhost_sdk::log::warn!("bandit could not scan {e}");
                     }
@@ -135,32 +118,20 @@ impl Workflow for PythonSast {
                     );
                     "ran"
                 }
-                result => {
-                    let why = result.err().unwrap_or_default();
-                    toolhost_sdk::log::warn!(
-                        "bandit failed (exit {:?}){}: {}",
-                        out.exit_code,
-                        if why.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {why}")
-                        },
-                        out.stderr_str()
-                            .lines()
-                            .take(20)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    );
+                Err(why) => {
+                    toolhost_sdk::log::warn!("bandit failed: {why}");
+                    bandit_failure = Some(why);
                     "failed"
                 }
             }
         };
 
+        // What the secret scan found is reported even when Bandit failed.
         let reported = report_hits(hits, params.min_severity);
-        if bandit == "failed" {
-            return Err(Error::msg(
-                "bandit did not produce its report; see the run log (is the python vertical set up? `toolhost doctor` checks it)",
-            ));
+        if let Some(why) = bandit_failure {
+            return Err(Error::msg(format!(
+                "bandit did not produce its report: {why} (`toolhost doctor` checks the python vertical's tools)"
+            )));
         }
         Ok(Summary {
             bandit,
@@ -177,6 +148,44 @@ impl Workflow for PythonSast {
             }
             other => Err(Error::msg(format!("unknown activity `{other}`"))),
         }
+    }
+}
+
+/// Runs Bandit on `params.path` and parses its report. Bandit exits 1
+/// when it found issues and 0 when it found none; anything else, or output
+/// that is not its report, is a failure, with the reason.
+fn bandit(params: &Params) -> std::result::Result<toolhost_scanners::BanditReport, String> {
+    let dir = if params.path.is_empty() {
+        ".".to_string()
+    } else {
+        params.path.clone()
+    };
+    let mut args = vec![
+        "-r".to_string(),
+        dir,
+        "-f".into(),
+        "json".into(),
+        "-q".into(),
+    ];
+    if !params.skip.is_empty() {
+        args.push("--skip".into());
+        args.push(params.skip.join(","));
+    }
+    let out = tools::run("bandit")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stderr = || {
+        out.stderr_str()
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    match toolhost_scanners::parse_bandit_json(&out.stdout_str()) {
+        Ok(report) if matches!(out.exit_code, Some(0 | 1)) => Ok(report),
+        Ok(_) => Err(format!("exit {:?}: {}", out.exit_code, stderr())),
+        Err(why) => Err(format!("exit {:?}, {why}: {}", out.exit_code, stderr())),
     }
 }
 
