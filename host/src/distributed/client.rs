@@ -21,9 +21,9 @@ use temporalio_common::protos::temporal::api::history::v1::history_event::Attrib
 use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, GetWorkflowExecutionHistoryRequest,
-    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
-    StartWorkflowExecutionRequest,
+    DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse,
+    GetWorkflowExecutionHistoryRequest, ListWorkflowExecutionsRequest, QueryWorkflowRequest,
+    RequestCancelWorkflowExecutionRequest, StartWorkflowExecutionRequest,
 };
 
 use super::components::PublishedWorkflow;
@@ -192,17 +192,25 @@ impl RunClient {
         Ok(())
     }
 
-    /// What Temporal knows of `run_id`.
-    pub async fn describe(&self, run_id: &str) -> anyhow::Result<RunState> {
-        let resp = self
-            .svc()
+    async fn describe_raw(
+        &self,
+        run_id: &str,
+    ) -> Result<DescribeWorkflowExecutionResponse, tonic::Status> {
+        self.svc()
             .describe_workflow_execution(tonic::Request::new(DescribeWorkflowExecutionRequest {
                 namespace: self.namespace.clone(),
                 execution: Self::execution(run_id),
             }))
             .await
-            .map_err(|e| rpc_error("describe", run_id, e))?
-            .into_inner();
+            .map(tonic::Response::into_inner)
+    }
+
+    /// What Temporal knows of `run_id`.
+    pub async fn describe(&self, run_id: &str) -> anyhow::Result<RunState> {
+        let resp = self
+            .describe_raw(run_id)
+            .await
+            .map_err(|e| rpc_error("describe", run_id, e))?;
         let info = resp.workflow_execution_info.unwrap_or_default();
         Ok(RunState {
             run_id: run_id.to_string(),
@@ -230,16 +238,8 @@ impl RunClient {
     /// Whether `run_id` has ended, or is unknown to Temporal (never
     /// started, or past its retention).
     pub async fn is_over(&self, run_id: &str) -> anyhow::Result<bool> {
-        let resp = self
-            .svc()
-            .describe_workflow_execution(tonic::Request::new(DescribeWorkflowExecutionRequest {
-                namespace: self.namespace.clone(),
-                execution: Self::execution(run_id),
-            }))
-            .await;
-        match resp {
+        match self.describe_raw(run_id).await {
             Ok(r) => Ok(r
-                .into_inner()
                 .workflow_execution_info
                 .is_some_and(|i| i.status != WorkflowExecutionStatus::Running as i32)),
             Err(e) if e.code() == tonic::Code::NotFound => Ok(true),
