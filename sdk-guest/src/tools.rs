@@ -70,6 +70,14 @@ impl ToolCall {
         self
     }
 
+    /// Starts the tool and returns at once, to stream its output with
+    /// [`Process::poll`]. Only activity code may start tools.
+    pub fn start(self) -> Result<Process, ToolError> {
+        wit::start(&self.tool, &self.args, &self.options)
+            .map(|handle| Process { handle })
+            .map_err(Into::into)
+    }
+
     /// Runs the tool to completion. A non-zero exit is `Ok` with the code;
     /// `Err` means the tool could not run to completion.
     pub fn output(self) -> Result<ToolOutput, ToolError> {
@@ -84,6 +92,71 @@ impl ToolCall {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A tool started with [`ToolCall::start`] (activity code only). Its
+/// output is streamed with [`Process::poll`]; dropping it kills the tool.
+///
+/// ```ignore
+/// let mut p = tools::run("cargo").args(["fuzz", "run", "parse"]).start()?;
+/// loop {
+///     let update = p.poll(Duration::from_secs(1))?;
+///     // ... parse update.stderr, call progress(...)
+///     if let Some(exit) = update.exited { break; }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    handle: wit::Process,
+}
+
+/// What a running tool wrote since the previous poll.
+#[derive(Debug, Clone, Default)]
+pub struct ToolUpdate {
+    /// New standard output.
+    pub stdout: Vec<u8>,
+    /// New standard error.
+    pub stderr: Vec<u8>,
+    /// Bytes the host dropped because the guest polled too rarely.
+    pub dropped: u64,
+    /// Set once: the tool has ended and all its output was delivered.
+    pub exited: Option<ToolExit>,
+}
+
+/// How a streamed tool ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolExit {
+    /// Exit code; `None` when killed by a signal.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the tool, if any.
+    pub signal: Option<i32>,
+    /// How long the tool ran.
+    pub duration: Duration,
+}
+
+impl Process {
+    /// Waits up to `wait` (at most 10 s) for output or the end of the
+    /// tool, and returns what it wrote since the previous poll.
+    pub fn poll(&mut self, wait: Duration) -> Result<ToolUpdate, ToolError> {
+        let ms = wait.as_millis().min(u32::MAX as u128) as u32;
+        let u = self.handle.poll(ms)?;
+        Ok(ToolUpdate {
+            stdout: u.stdout,
+            stderr: u.stderr,
+            dropped: u.dropped,
+            exited: u.exited.map(|e| ToolExit {
+                exit_code: e.exit_code,
+                signal: e.signal,
+                duration: Duration::from_millis(e.duration_ms),
+            }),
+        })
+    }
+
+    /// Asks the tool to finish (SIGINT, SIGKILL two seconds later); keep
+    /// polling for its last output and its exit.
+    pub fn interrupt(&mut self) {
+        self.handle.interrupt();
     }
 }
 

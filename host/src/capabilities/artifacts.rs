@@ -21,12 +21,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl GuestState {
-    fn store_artifact(&self, name: &str, contents: &[u8]) -> Result<(), String> {
-        store_artifact(&self.run, name, contents)
-    }
-}
-
 /// Stores artifact `name` of `run` in its artifacts directory, charged to
 /// the write quota.
 pub fn store_artifact(run: &super::RunContext, name: &str, contents: &[u8]) -> Result<(), String> {
@@ -46,12 +40,51 @@ pub fn store_artifact(run: &super::RunContext, name: &str, contents: &[u8]) -> R
     }
 }
 
+/// Reads artifact `name` of `run`: from this host's artifacts directory,
+/// else (distributed steps) from the blob store.
+pub async fn read_artifact(run: &super::RunContext, name: &str) -> Result<Option<Vec<u8>>, String> {
+    check_name(name)?;
+    match std::fs::read(run.artifacts_dir.join(name)) {
+        Ok(bytes) => return Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read artifact `{name}`: {e}")),
+    }
+    let Some(blobs) = &run.artifact_blobs else {
+        return Ok(None);
+    };
+    let key = crate::engine::RunRecord::key(&run.run_id, &format!("artifacts/{name}"));
+    match blobs.get(&key).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(crate::storage::StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read artifact `{name}` from {}: {e}",
+            blobs.describe()
+        )),
+    }
+}
+
+/// Stores artifact `name` of `run`; in distributed steps it is also
+/// written to the blob store at once.
+async fn keep_artifact(run: &super::RunContext, name: &str, contents: &[u8]) -> Result<(), String> {
+    store_artifact(run, name, contents)?;
+    if let Some(blobs) = &run.artifact_blobs {
+        let key = crate::engine::RunRecord::key(&run.run_id, &format!("artifacts/{name}"));
+        blobs.put(&key, contents.to_vec()).await.map_err(|e| {
+            format!(
+                "cannot store artifact `{name}` in {}: {e}",
+                blobs.describe()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 impl Host for GuestState {
     async fn put(&mut self, name: String, contents: Vec<u8>) -> anyhow::Result<Result<(), String>> {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.artifact(name, Some(contents), None).await;
         }
-        Ok(self.store_artifact(&name, &contents))
+        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
     }
 
     async fn put_file(&mut self, name: String, path: String) -> anyhow::Result<Result<(), String>> {
@@ -67,7 +100,16 @@ impl Host for GuestState {
                 )));
             }
         };
-        Ok(self.store_artifact(&name, &contents))
+        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
+    }
+
+    async fn get(&mut self, name: String) -> anyhow::Result<Result<Option<Vec<u8>>, String>> {
+        if self.kind != crate::runtime::state::CodeKind::Activity {
+            return Ok(Err(
+                "`artifacts.get` is only available to activity code (a read is not a replayable step)".into(),
+            ));
+        }
+        Ok(read_artifact(&self.run, &name).await)
     }
 }
 

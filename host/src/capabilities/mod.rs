@@ -63,6 +63,10 @@ pub struct RunContext {
     /// the distributed engine's driver and becomes a Temporal activity or
     /// timer.
     pub steps: Option<Arc<crate::distributed::steps::Steps>>,
+    /// Distributed steps: the blob store that keeps the run's artifacts
+    /// (`runs/<run-id>/artifacts/<name>`), written as they are stored so a
+    /// retried step on a restarted host can read them back.
+    pub artifact_blobs: Option<Arc<dyn crate::storage::BlobStore>>,
 }
 
 impl RunContext {

@@ -6,11 +6,19 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use wasmtime::component::Resource;
+
 use crate::runtime::GuestState;
 use crate::runtime::bindings::toolhost::workflow::tools::{
-    Host, RunOptions, ToolError, ToolOutput,
+    Host, HostProcess, RunOptions, ToolError, ToolExit, ToolOutput, ToolUpdate,
 };
-use crate::sandbox::process::{ProcessError, ProcessSpec, run_process};
+use crate::runtime::state::CodeKind;
+use crate::sandbox::process::{
+    ProcessError, ProcessSpec, RunningProcess, run_process, start_process,
+};
+
+/// Longest a single `process.poll` may wait.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(10);
 
 /// Most arguments one call may pass.
 const MAX_ARGS: usize = 4096;
@@ -29,6 +37,188 @@ impl Host for GuestState {
         }
         Ok(run_tool(&self.run, &tool, args, options).await)
     }
+
+    async fn start(
+        &mut self,
+        tool: String,
+        args: Vec<String>,
+        options: RunOptions,
+    ) -> anyhow::Result<Result<Resource<ToolProcess>, ToolError>> {
+        if self.kind != CodeKind::Activity {
+            return Ok(Err(ToolError::NotPermitted(
+                "`tools.start` is only available to activity code: stream a tool from an activity (`ctx.activity`), or use `tools.run` from workflow code".into(),
+            )));
+        }
+        match start_tool(&self.run, &tool, args, options) {
+            Ok(process) => Ok(Ok(self.table.push(process)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+/// A tool started by `tools.start`, owned by the guest through a handle.
+pub struct ToolProcess {
+    process: RunningProcess,
+    tool: String,
+    /// The audit record, completed when the tool ends.
+    audit: serde_json::Value,
+    ended: bool,
+    // Kills anything left in the tool's pids cgroup when dropped.
+    _cgroup: Option<crate::sandbox::detect::CgroupGuard>,
+}
+
+/// Checks and starts `tool` for `run` without waiting for it.
+fn start_tool(
+    run: &super::RunContext,
+    tool: &str,
+    args: Vec<String>,
+    options: RunOptions,
+) -> Result<ToolProcess, ToolError> {
+    let cwd_rel = options.cwd.clone().unwrap_or_default();
+    let (spec, cgroup) = prepare(run, tool, &args, options).inspect_err(|e| {
+        refused(run, tool, &args, &cwd_rel, e);
+    })?;
+    let audit = json!({
+        "level": "info", "source": "tool", "tool": tool, "streamed": true,
+        "program": spec.program.display().to_string(), "args": spec.args,
+        "cwd": cwd_rel, "timeout_ms": spec.timeout.as_millis() as u64,
+    });
+    run.journal.tool_started(tool, &args);
+    let process = start_process(&spec).map_err(|e| {
+        let outcome = e.to_string();
+        finish_audit(run, tool, audit.clone(), json!({"error": outcome}), outcome);
+        tool_error(run, e)
+    })?;
+    Ok(ToolProcess {
+        process,
+        tool: tool.to_string(),
+        audit,
+        ended: false,
+        _cgroup: cgroup,
+    })
+}
+
+impl HostProcess for GuestState {
+    async fn poll(
+        &mut self,
+        handle: Resource<ToolProcess>,
+        wait_ms: u32,
+    ) -> anyhow::Result<Result<ToolUpdate, ToolError>> {
+        let run = self.run.clone();
+        let p = self.table.get_mut(&handle)?;
+        if p.ended {
+            return Ok(Ok(ToolUpdate {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                dropped: 0,
+                exited: None,
+            }));
+        }
+        let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_POLL_WAIT);
+        let result = p.process.poll(wait, run.stop.stopped()).await;
+        let (tool, audit) = (p.tool.clone(), p.audit.clone());
+        match result {
+            Ok(update) => {
+                let exited = update.exited.map(|(exit_code, signal, duration)| {
+                    p.ended = true;
+                    let outcome = ended_by(exit_code, signal);
+                    finish_audit(
+                        &run,
+                        &tool,
+                        audit,
+                        json!({"exit_code": exit_code, "signal": signal, "duration_ms": duration.as_millis() as u64}),
+                        outcome,
+                    );
+                    ToolExit {
+                        exit_code,
+                        signal,
+                        duration_ms: duration.as_millis() as u64,
+                    }
+                });
+                Ok(Ok(ToolUpdate {
+                    stdout: update.stdout,
+                    stderr: update.stderr,
+                    dropped: update.dropped,
+                    exited,
+                }))
+            }
+            Err(e) => {
+                p.ended = true;
+                let outcome = e.to_string();
+                finish_audit(&run, &tool, audit, json!({"error": outcome}), outcome);
+                Ok(Err(tool_error(&run, e)))
+            }
+        }
+    }
+
+    async fn interrupt(&mut self, handle: Resource<ToolProcess>) -> anyhow::Result<()> {
+        self.table.get_mut(&handle)?.process.interrupt();
+        Ok(())
+    }
+
+    async fn drop(&mut self, handle: Resource<ToolProcess>) -> anyhow::Result<()> {
+        let p = self.table.delete(handle)?;
+        if !p.ended {
+            let outcome = "killed: its handle was dropped while it ran".to_string();
+            finish_audit(
+                &self.run,
+                &p.tool,
+                p.audit.clone(),
+                json!({"error": outcome}),
+                outcome,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Audits a refused request (guest-controlled: kept small).
+fn refused(run: &super::RunContext, tool: &str, args: &[String], cwd_rel: &str, e: &ToolError) {
+    let shown: Vec<String> = args
+        .iter()
+        .take(32)
+        .map(|a| super::findings::clip(a.clone(), 256))
+        .collect();
+    run.journal.audit(json!({
+        "level": "warn", "source": "tool", "tool": super::findings::clip(tool.to_string(), 128), "args": shown,
+        "cwd": cwd_rel, "refused": format!("{e:?}"),
+        "message": format!("tool `{tool}` refused: {}", refusal(e)),
+    }));
+}
+
+/// Completes and writes a tool's audit record, and announces its end.
+fn finish_audit(
+    run: &super::RunContext,
+    tool: &str,
+    mut audit: serde_json::Value,
+    record: serde_json::Value,
+    outcome: String,
+) {
+    if let Some(a) = audit.as_object_mut() {
+        a.insert("message".into(), json!(format!("tool `{tool}` {outcome}")));
+        if let Some(r) = record.as_object() {
+            a.extend(r.clone());
+        }
+    }
+    run.journal.audit(audit);
+    run.journal.tool_finished(tool, outcome);
+}
+
+/// The guest-facing error for a process that did not run to completion.
+fn tool_error(run: &super::RunContext, e: ProcessError) -> ToolError {
+    match e {
+        ProcessError::TimedOut(_) => ToolError::TimedOut,
+        ProcessError::Stopped => match run.stop.reason() {
+            Some(crate::capabilities::StopReason::DeadlineExceeded { .. }) => ToolError::TimedOut,
+            _ => ToolError::Cancelled,
+        },
+        ProcessError::Spawn { program, source }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            ToolError::NotFound(format!("`{program}` no longer exists on this host"))
+        }
+        e => ToolError::Failed(e.to_string()),
+    }
 }
 
 /// Runs `tool` for `run` (shared by workflow and activity code). Refused
@@ -43,17 +233,7 @@ pub async fn run_tool(
     let (spec, cgroup) = match prepare(run, tool, &args, options) {
         Ok(prepared) => prepared,
         Err(e) => {
-            // Refused requests are guest-controlled: keep their audit small.
-            let shown: Vec<String> = args
-                .iter()
-                .take(32)
-                .map(|a| super::findings::clip(a.clone(), 256))
-                .collect();
-            run.journal.audit(json!({
-                "level": "warn", "source": "tool", "tool": super::findings::clip(tool.to_string(), 128), "args": shown,
-                "cwd": cwd_rel, "refused": format!("{e:?}"),
-                "message": format!("tool `{tool}` refused: {}", refusal(&e)),
-            }));
+            refused(run, tool, &args, &cwd_rel, &e);
             return Err(e);
         }
     };
@@ -174,7 +354,11 @@ async fn execute(
     cwd_rel: &str,
     spec: ProcessSpec,
 ) -> Result<ToolOutput, ToolError> {
-    let timeout = spec.timeout;
+    let audit = json!({
+        "level": "info", "source": "tool", "tool": tool,
+        "program": spec.program.display().to_string(), "args": spec.args,
+        "cwd": cwd_rel, "timeout_ms": spec.timeout.as_millis() as u64,
+    });
     run.journal.tool_started(tool, args);
     let result = run_process(&spec, run.stop.stopped()).await;
     let (record, outcome) = match &result {
@@ -183,26 +367,11 @@ async fn execute(
                    "duration_ms": out.duration.as_millis() as u64,
                    "stdout_bytes": out.stdout.len(), "stderr_bytes": out.stderr.len(),
                    "bytes_written": out.bytes_written, "truncated": out.truncated}),
-            match (out.exit_code, out.signal) {
-                (Some(code), _) => format!("exit {code}"),
-                (None, Some(sig)) => format!("signal {sig}"),
-                _ => "ended".into(),
-            },
+            ended_by(out.exit_code, out.signal),
         ),
         Err(e) => (json!({"error": e.to_string()}), e.to_string()),
     };
-    let mut audit = json!({
-        "level": "info", "source": "tool", "tool": tool,
-        "program": spec.program.display().to_string(), "args": spec.args,
-        "cwd": cwd_rel, "timeout_ms": timeout.as_millis() as u64,
-        "message": format!("tool `{tool}` {outcome}"),
-    });
-    if let (Some(a), Some(r)) = (audit.as_object_mut(), record.as_object()) {
-        a.extend(r.clone());
-    }
-    run.journal.audit(audit);
-    run.journal.tool_finished(tool, outcome);
-
+    finish_audit(run, tool, audit, record, outcome);
     match result {
         Ok(out) => Ok(ToolOutput {
             exit_code: out.exit_code,
@@ -212,20 +381,15 @@ async fn execute(
             truncated: out.truncated,
             duration_ms: out.duration.as_millis() as u64,
         }),
-        Err(ProcessError::TimedOut(_)) => Err(ToolError::TimedOut),
-        Err(ProcessError::Stopped) => match run.stop.reason() {
-            Some(crate::capabilities::StopReason::DeadlineExceeded { .. }) => {
-                Err(ToolError::TimedOut)
-            }
-            _ => Err(ToolError::Cancelled),
-        },
-        Err(ProcessError::Spawn { program, source })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Err(ToolError::NotFound(format!(
-                "`{program}` no longer exists on this host"
-            )))
-        }
-        Err(e) => Err(ToolError::Failed(e.to_string())),
+        Err(e) => Err(tool_error(run, e)),
+    }
+}
+
+/// "exit 3", "signal 9": how a tool ended, for its audit.
+fn ended_by(exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (exit_code, signal) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "ended".into(),
     }
 }

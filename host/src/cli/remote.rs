@@ -283,7 +283,13 @@ async fn follow(client: &RunClient, run_id: &str, show: bool) -> anyhow::Result<
         tokio::select! {
             r = &mut waiter => break r,
             _ = tick.tick() => {
-                if show && let Ok(status) = client.query(run_id, crate::distributed::QUERY_STATUS).await {
+                if show && let Ok(mut status) = client.query(run_id, crate::distributed::QUERY_STATUS).await {
+                    // A step's live progress travels in its heartbeats.
+                    if let Ok(state) = client.describe(run_id).await
+                        && let Some(p) = state.step_progress()
+                    {
+                        status["progress"] = p.clone();
+                    }
                     spinner.set_message(status_line(&status));
                 }
             }
@@ -380,7 +386,7 @@ pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u
     } else {
         vec![]
     };
-    let live = if state.status == "running" && !pollers.is_empty() {
+    let mut live = if state.status == "running" && !pollers.is_empty() {
         client
             .query(&args.run_id, crate::distributed::QUERY_STATUS)
             .await
@@ -388,6 +394,10 @@ pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u
     } else {
         None
     };
+    // A running step's own progress (from its heartbeats) is the freshest.
+    if let (Some(l), Some(p)) = (live.as_mut(), state.step_progress()) {
+        l["progress"] = p.clone();
+    }
     // A run no host has picked up yet: say why.
     let mut waiting = None;
     if state.status == "running" && live.is_none() && state.history_length <= 3 {
@@ -434,9 +444,13 @@ pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u
         .filter(|_| state.status == "running")
     {
         println!(
-            "  pending step {} (attempt {}{})",
+            "  pending step {} (attempt {}{}{})",
             step["type"].as_str().unwrap_or("?"),
             step["attempt"],
+            step["last_heartbeat"]
+                .as_str()
+                .map(|t| format!(", last heartbeat {t}"))
+                .unwrap_or_default(),
             step["last_failure"]
                 .as_str()
                 .map(|f| format!(", last failure: {f}"))

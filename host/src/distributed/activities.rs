@@ -188,16 +188,22 @@ async fn context(
         limits: config.limits.clone(),
         clock: WorkflowClock::new(run_id, 0),
         steps: None,
+        artifact_blobs: Some(shared.blobs.clone()),
     }))
 }
+
+/// Where a running step's journal is published for its heartbeats.
+pub type LiveJournal = Arc<std::sync::OnceLock<Arc<RunJournal>>>;
 
 /// A host step.
 pub async fn step(
     shared: &HostShared,
     input: StepInput,
     cancel: tokio_util::sync::CancellationToken,
+    live: &LiveJournal,
 ) -> Result<StepOutput, ActivityError> {
     let ctx = context(shared, &input.run_id, &input.digest, StopSignal::new()).await?;
+    let _ = live.set(ctx.journal.clone());
     // Cancellation (from the run, through the heartbeat) stops the step:
     // a running tool's process group is killed.
     let watcher = {

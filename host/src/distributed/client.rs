@@ -57,6 +57,16 @@ pub struct RunState {
     pub pending_steps: Vec<Value>,
 }
 
+impl RunState {
+    /// The live progress of the step running now, from its heartbeats.
+    pub fn step_progress(&self) -> Option<&Value> {
+        self.pending_steps
+            .iter()
+            .filter_map(|s| s.get("progress"))
+            .find(|p| p.is_object())
+    }
+}
+
 fn ts(t: Option<prost_wkt_types::Timestamp>) -> Option<String> {
     let t = t?;
     let st = std::time::SystemTime::try_from(t).ok()?;
@@ -224,11 +234,18 @@ impl RunClient {
                 .pending_activities
                 .into_iter()
                 .map(|a| {
+                    // The host's heartbeats carry the step's live progress.
+                    let beat = a
+                        .heartbeat_details
+                        .and_then(|d| d.payloads.into_iter().next())
+                        .and_then(|p| Value::from_json_payload(&p).ok());
                     serde_json::json!({
                         "type": a.activity_type.map(|t| t.name).unwrap_or_default(),
                         "attempt": a.attempt,
                         "last_failure": a.last_failure.map(|f| f.message),
                         "last_worker": a.last_worker_identity,
+                        "last_heartbeat": ts(a.last_heartbeat_time),
+                        "progress": beat.as_ref().and_then(|b| b.get("progress")).filter(|p| !p.is_null()),
                     })
                 })
                 .collect(),

@@ -395,11 +395,16 @@ async fn execute(
     shared.in_flight.fetch_add(1, Ordering::Relaxed);
     // Local activities (`prepare`, `publish`) have no heartbeat: core
     // keeps their workflow task alive instead.
+    // The step's journal, once it has one: its live progress goes out
+    // with every heartbeat.
+    let live: super::activities::LiveJournal = Arc::default();
     let heartbeat = (!start.is_local).then(|| {
         let worker = worker.clone();
         let token = token.clone();
         let kind = kind.clone();
-        let progress = start
+        let live = live.clone();
+        let stale_after = Duration::from_secs(shared.temporal.heartbeat_timeout_secs.max(1));
+        let at_start = start
             .input
             .first()
             .and_then(|p| serde_json::Value::from_json_payload(p).ok())
@@ -410,12 +415,20 @@ async fn execute(
             // need none.
             let period = Duration::from_millis(500);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut freshness = Freshness::default();
             loop {
                 tick.tick().await;
+                let progress = live.get().and_then(|j| j.progress());
+                // A step that reports progress must keep reporting it: one
+                // whose progress stands still for a heartbeat timeout is
+                // stuck, and the missing beats let Temporal retry it.
+                if !freshness.alive(progress.as_ref(), stale_after) {
+                    continue;
+                }
                 let details = json!({
                     "step": kind,
                     "elapsed_ms": started.elapsed().as_millis() as u64,
-                    "progress": progress,
+                    "progress": progress.unwrap_or_else(|| at_start.clone()),
                 });
                 worker.record_activity_heartbeat(ActivityHeartbeat {
                     task_token: token.clone(),
@@ -449,7 +462,7 @@ async fn execute(
                 .await
                 .map(|o| serde_json::to_value(o).unwrap_or_default()),
             super::PUBLISH => super::activities::publish(shared, typed(&kind, v)?).await,
-            _ => super::activities::step(shared, typed(&kind, v)?, cancel.clone())
+            _ => super::activities::step(shared, typed(&kind, v)?, cancel.clone(), &live)
                 .await
                 .map(|o| serde_json::to_value(o).unwrap_or_default()),
         }
@@ -462,7 +475,10 @@ async fn execute(
     shared
         .metrics
         .step(&kind, started.elapsed(), result.is_ok());
-    if cancel.is_cancelled() {
+    // A cancelled step that still produced an output (activity code whose
+    // findings so far are in its log) completes with it: the run waits
+    // for it and keeps those findings.
+    if cancel.is_cancelled() && result.is_err() {
         return ActivityExecutionResult::cancel_from_details(None);
     }
     match result {
@@ -479,5 +495,50 @@ async fn execute(
             }
             ActivityExecutionResult::fail(Failure::application_failure(e.message, !e.retryable))
         }
+    }
+}
+
+/// Whether a step's progress still moves.
+#[derive(Default)]
+struct Freshness {
+    last: Option<serde_json::Value>,
+    changed: Option<Instant>,
+}
+
+impl Freshness {
+    /// Records the latest `progress`; false once a step that reported
+    /// progress has not changed it for `stale_after`. Steps that never
+    /// report progress are alive as long as they run.
+    fn alive(&mut self, progress: Option<&serde_json::Value>, stale_after: Duration) -> bool {
+        let Some(p) = progress else {
+            return true;
+        };
+        if self.last.as_ref() != Some(p) {
+            self.last = Some(p.clone());
+            self.changed = Some(Instant::now());
+        }
+        self.changed.is_none_or(|t| t.elapsed() < stale_after)
+    }
+}
+
+#[cfg(test)]
+mod freshness_tests {
+    use super::*;
+
+    #[test]
+    fn progress_that_stands_still_stops_the_beats() {
+        let mut f = Freshness::default();
+        let stale = Duration::from_millis(50);
+        assert!(
+            f.alive(None, stale),
+            "no progress reported: alive while it runs"
+        );
+        assert!(f.alive(Some(&json!({"execs": 1})), stale));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            !f.alive(Some(&json!({"execs": 1})), stale),
+            "unchanged for longer than the timeout"
+        );
+        assert!(f.alive(Some(&json!({"execs": 2})), stale), "moving again");
     }
 }

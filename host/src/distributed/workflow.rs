@@ -369,7 +369,10 @@ impl Driver {
             start_to_close_timeout: secs(start_to_close),
             heartbeat_timeout: heartbeat.and_then(secs),
             retry_policy: Some(retry_policy()),
-            cancellation_type: ActivityCancellationType::TryCancel as i32,
+            // The run waits for a cancelled step to stop: activity code
+            // then completes with what it found so far (kept with the
+            // run), a tool step is killed.
+            cancellation_type: ActivityCancellationType::WaitCancellationCompleted as i32,
             do_not_eagerly_execute: true,
             ..Default::default()
         })
@@ -558,6 +561,7 @@ impl Driver {
             limits: config.limits.clone(),
             clock: WorkflowClock::new(&run.workflow_id, run.start_ms),
             steps: Some(steps),
+            artifact_blobs: None,
         });
         ctx.journal.host_log(
             "info",

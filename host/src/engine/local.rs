@@ -169,6 +169,7 @@ impl LocalEngine {
             limits: self.config.limits.clone(),
             clock: WorkflowClock::new(run_id, workflow_start_ms),
             steps: None,
+            artifact_blobs: None,
         }))
     }
 

@@ -9,6 +9,9 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     anyhow: true,
+    with: {
+        "toolhost:workflow/tools.process": crate::capabilities::tools::ToolProcess,
+    },
 });
 
 pub use self::toolhost::workflow::types::{Finding as WitFinding, Level, Severity as WitSeverity};

@@ -32,7 +32,7 @@ pub enum CodeKind {
 /// Per-store data.
 pub struct GuestState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     /// The run this store belongs to.
     pub run: Arc<RunContext>,

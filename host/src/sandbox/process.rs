@@ -76,11 +76,9 @@ pub enum ProcessError {
 /// grandchild may hold them open).
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `spec` to completion, or until `stop` resolves (then kills it).
-pub async fn run_process(
-    spec: &ProcessSpec,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<ProcessOutcome, ProcessError> {
+/// Builds the command for `spec`: no shell, cleared environment, own
+/// process group, piped output.
+fn command(spec: &ProcessSpec) -> Command {
     let mut cmd = match &spec.sandbox {
         Some((helper, plan)) => {
             let mut c = Command::new(helper);
@@ -105,22 +103,36 @@ pub async fn run_process(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    cmd
+}
 
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
-    // The group id equals the child's pid (process_group(0)).
+/// Starts `spec`, feeding its stdin in the background. Returns the child
+/// and its process group (its pid, from `process_group(0)`).
+fn spawn(spec: &ProcessSpec) -> Result<(tokio::process::Child, Option<Pid>), ProcessError> {
+    let mut child = command(spec)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let _guard = GroupGuard(group);
-
     if let (Some(bytes), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
             // A tool that exits without reading its input is not an error.
             let _ = stdin.write_all(&bytes).await;
         });
     }
+    Ok((child, group))
+}
+
+/// Runs `spec` to completion, or until `stop` resolves (then kills it).
+pub async fn run_process(
+    spec: &ProcessSpec,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<ProcessOutcome, ProcessError> {
+    let started = Instant::now();
+    let (mut child, group) = spawn(spec)?;
+    let _guard = GroupGuard(group);
     let pipes_done = tokio_util::sync::CancellationToken::new();
     let out = tokio::spawn(read_capped(
         child.stdout.take(),
@@ -202,6 +214,235 @@ async fn read_capped(
         }
     }
     (kept, total)
+}
+
+/// A tool started by [`start_process`], whose output the caller streams
+/// with [`RunningProcess::poll`]. Dropping it kills the process group.
+pub struct RunningProcess {
+    shared: std::sync::Arc<std::sync::Mutex<Streams>>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    group: Option<Pid>,
+    waiter: tokio::task::JoinHandle<()>,
+    interrupted: bool,
+}
+
+/// Output not yet delivered, and how the process ended.
+#[derive(Default)]
+struct Streams {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    dropped: u64,
+    /// Readers still open (0, 1 or 2).
+    open: u8,
+    ended: Option<Result<(std::process::ExitStatus, Duration), ProcessError>>,
+    delivered: bool,
+}
+
+/// What a running tool wrote since the last poll.
+#[derive(Debug, Default)]
+pub struct ProcessUpdate {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes dropped at the pending-output cap.
+    pub dropped: u64,
+    /// Set once, when the process has ended and its output is drained.
+    pub exited: Option<(Option<i32>, Option<i32>, Duration)>,
+}
+
+/// Starts `spec` without waiting for it. Its output is buffered (at most
+/// `output_limit` bytes per stream between two polls; the rest is counted
+/// as dropped) until [`RunningProcess::poll`] collects it.
+pub fn start_process(spec: &ProcessSpec) -> Result<RunningProcess, ProcessError> {
+    let started = Instant::now();
+    let (mut child, group) = spawn(spec)?;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Streams {
+        open: 2,
+        ..Streams::default()
+    }));
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let readers_done = tokio_util::sync::CancellationToken::new();
+    let mut readers = Vec::new();
+    for is_err in [false, true] {
+        let stream: Option<Box<dyn AsyncRead + Unpin + Send>> = if is_err {
+            child.stderr.take().map(|s| Box::new(s) as _)
+        } else {
+            child.stdout.take().map(|s| Box::new(s) as _)
+        };
+        readers.push(tokio::spawn(stream_into(
+            stream,
+            is_err,
+            spec.output_limit,
+            shared.clone(),
+            notify.clone(),
+            readers_done.clone(),
+        )));
+    }
+    let timeout = spec.timeout;
+    let (shared2, notify2) = (shared.clone(), notify.clone());
+    let waiter = tokio::spawn(async move {
+        let ended = tokio::select! {
+            status = child.wait() => status.map(|s| (s, started.elapsed())).map_err(ProcessError::Wait),
+            _ = tokio::time::sleep(timeout) => {
+                kill_group(group);
+                let _ = child.wait().await;
+                Err(ProcessError::TimedOut(timeout))
+            }
+        };
+        kill_group(group);
+        // As in `run_process`: an escaped descendant holding the pipes
+        // does not keep the end from being reported.
+        let closer = {
+            let done = readers_done.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(PIPE_GRACE).await;
+                done.cancel();
+            })
+        };
+        for r in readers {
+            let _ = r.await;
+        }
+        closer.abort();
+        if let Ok(mut s) = shared2.lock() {
+            s.ended = Some(ended);
+        }
+        notify2.notify_one();
+    });
+    Ok(RunningProcess {
+        shared,
+        notify,
+        group,
+        waiter,
+        interrupted: false,
+    })
+}
+
+async fn stream_into(
+    stream: Option<Box<dyn AsyncRead + Unpin + Send>>,
+    is_err: bool,
+    cap: usize,
+    shared: std::sync::Arc<std::sync::Mutex<Streams>>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    done: tokio_util::sync::CancellationToken,
+) {
+    if let Some(mut stream) = stream {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let read = tokio::select! {
+                r = stream.read(&mut chunk) => r,
+                _ = done.cancelled() => break,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Ok(mut s) = shared.lock() {
+                let buf = if is_err { &mut s.stderr } else { &mut s.stdout };
+                let room = cap.saturating_sub(buf.len());
+                buf.extend_from_slice(&chunk[..n.min(room)]);
+                s.dropped += n.saturating_sub(room) as u64;
+            }
+            notify.notify_one();
+        }
+    }
+    if let Ok(mut s) = shared.lock() {
+        s.open = s.open.saturating_sub(1);
+    }
+    notify.notify_one();
+}
+
+impl RunningProcess {
+    /// Waits up to `wait` for output or the end, then returns what is
+    /// pending. When `stop` resolves first the process group is killed and
+    /// [`ProcessError::Stopped`] returned. After the end was delivered,
+    /// every poll returns an empty update.
+    pub async fn poll(
+        &mut self,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<ProcessUpdate, ProcessError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        tokio::pin!(stop);
+        loop {
+            if let Some(update) = self.take()? {
+                return Ok(update);
+            }
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(self.take()?.unwrap_or_default());
+                }
+                _ = &mut stop => {
+                    kill_group(self.group);
+                    return Err(ProcessError::Stopped);
+                }
+            }
+        }
+    }
+
+    /// Pending output, or `None` when there is none and the end is not
+    /// ready to be reported.
+    fn take(&mut self) -> Result<Option<ProcessUpdate>, ProcessError> {
+        let mut s = self
+            .shared
+            .lock()
+            .map_err(|_| ProcessError::Wait(std::io::Error::other("output buffer poisoned")))?;
+        let mut update = ProcessUpdate {
+            stdout: std::mem::take(&mut s.stdout),
+            stderr: std::mem::take(&mut s.stderr),
+            dropped: std::mem::take(&mut s.dropped),
+            exited: None,
+        };
+        if !s.delivered && s.open == 0 {
+            match s.ended.take() {
+                Some(Ok((status, duration))) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.delivered = true;
+                    update.exited = Some((status.code(), status.signal(), duration));
+                }
+                Some(Err(e)) => {
+                    s.delivered = true;
+                    return Err(e);
+                }
+                None => {}
+            }
+        }
+        let empty = update.stdout.is_empty()
+            && update.stderr.is_empty()
+            && update.dropped == 0
+            && update.exited.is_none();
+        Ok((!empty || s.delivered).then_some(update))
+    }
+
+    /// SIGINT to the process group now, SIGKILL two seconds later if it
+    /// has not ended (libFuzzer, like most tools, writes its final report
+    /// on SIGINT).
+    pub fn interrupt(&mut self) {
+        if self.interrupted || self.waiter.is_finished() {
+            return;
+        }
+        self.interrupted = true;
+        if let Some(pgid) = self.group {
+            let _ = killpg(pgid, Signal::SIGINT);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let ended = shared
+                    .lock()
+                    .map(|s| s.ended.is_some() || s.delivered)
+                    .unwrap_or(true);
+                if !ended {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for RunningProcess {
+    fn drop(&mut self) {
+        kill_group(self.group);
+        self.waiter.abort();
+    }
 }
 
 fn kill_group(group: Option<Pid>) {

@@ -99,6 +99,7 @@ pub async fn describe(
         limits: config.limits.clone(),
         clock: WorkflowClock::new("describe", 0),
         steps: None,
+        artifact_blobs: None,
     });
     let mut store = new_store(ctx.clone(), CodeKind::Describe)?;
     let call = async {
