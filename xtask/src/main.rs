@@ -14,8 +14,10 @@ commands:
   test                    install missing tools, build everything once, run every test
   build-plugins           build plugins/ for wasm32-wasip2 into toolbox/
   build-test-components   build tests/components/ into target/test-toolbox/
-  setup                   install the rust targets, cargo-component and the python
-                          vertical's Bandit environment (~/.toolhost/python) when missing
+  setup                   install what is missing: the rust targets, cargo-component, the
+                          python vertical's Bandit environment (~/.toolhost/python), and
+                          for fuzzing the nightly toolchain, cargo-fuzz, llvm-symbolizer
+                          and the fuzz fixture's dependencies
   lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
   bench                   build in release and run the benchmarks (report: target/bench/report.md)
   bench --distributed     the same for distributed mode, against the dev services
@@ -25,7 +27,13 @@ commands:
                           Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 
 /// Plugins copied into `toolbox/`.
-const PLUGINS: &[&str] = &["hello", "rust_test", "security_assessment", "python_sast"];
+const PLUGINS: &[&str] = &[
+    "hello",
+    "rust_test",
+    "security_assessment",
+    "python_sast",
+    "cargo_fuzzing",
+];
 /// Test components copied into `target/test-toolbox/`.
 const TEST_COMPONENTS: &[&str] = &["probe", "describe_trap", "bad_schema"];
 
@@ -107,7 +115,60 @@ fn setup() -> Result<()> {
     if !has_component {
         run(cargo().args(["install", "--locked", "cargo-component@0.21.1"]))?;
     }
-    setup_python()
+    setup_python()?;
+    setup_fuzzing()
+}
+
+/// cargo-fuzz, pinned, for the rust vertical's `cargo-fuzz` tool.
+const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
+
+/// The rust vertical's fuzzing tools: the nightly toolchain, cargo-fuzz,
+/// llvm-symbolizer (crash stacks), and the fuzz fixture's dependencies in
+/// the cargo cache (tools run offline).
+fn setup_fuzzing() -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        run(cargo().args(["install", "--locked", CARGO_FUZZ]))?;
+    }
+    let has_symbolizer = Command::new("llvm-symbolizer")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_symbolizer {
+        let root_user = output(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
+        if root_user {
+            run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "llvm"]))
+                .context("cannot install llvm-symbolizer (Debian package `llvm`)")?;
+        } else {
+            eprintln!(
+                "xtask: llvm-symbolizer is missing: crash stacks of fuzz targets stay unsymbolized (install the `llvm` package)"
+            );
+        }
+    }
+    run(Command::new("rustup").current_dir(root()).args([
+        "run",
+        "nightly",
+        "cargo",
+        "fetch",
+        "--manifest-path",
+        "tests/fixtures/fuzz_crate/fuzz/Cargo.toml",
+    ]))
 }
 
 /// Bandit, pinned, for the python vertical.

@@ -12,6 +12,8 @@
 //! * [`parse_cargo_test`] turns `cargo test` output into one hit per failing
 //!   test, or one hit for a build failure.
 //! * [`parse_bandit_json`] turns Bandit's JSON report into hits.
+//! * [`libfuzzer`] reads libFuzzer's stderr as it streams: live statistics
+//!   and crash reports with a stable signature.
 //! * [`dedup`] removes duplicates and orders hits for reporting.
 //! * With the `sdk` feature, [`workspace`] is the workspace scan activity
 //!   that workflow plugins share.
@@ -19,6 +21,7 @@
 mod bandit;
 mod cargo_test;
 mod clippy;
+pub mod libfuzzer;
 mod rustlex;
 mod text;
 
