@@ -775,8 +775,8 @@ fn workers_of(c: &Cluster, run_id: &str) -> std::collections::BTreeSet<String> {
 #[test]
 fn hosts_of_two_verticals_split_the_work() {
     let c = Cluster::new("verticals");
-    let _rust = c.host("rust1", "rust", &["hello", "python_sast"]);
-    let _py = c.host("py1", "python", &["python_sast"]);
+    let _rust = c.host("rust1", "rust", &["hello", "python_sast", "cargo_fuzzing"]);
+    let _py = c.host("py1", "python", &["python_sast", "cargo_fuzzing"]);
 
     let out = c.submit(
         "python_sast",
@@ -825,6 +825,54 @@ fn hosts_of_two_verticals_split_the_work() {
         workers_of(&c, rust_run),
         ["toolhost@rust1".to_string()].into(),
         "hello ran outside the rust host"
+    );
+
+    // A fuzzing campaign runs on the rust host only; its crash input is
+    // an artifact in the blob store.
+    let out = c.submit(
+        "cargo_fuzzing",
+        &fixture("fuzz_crate"),
+        &json!({"target": "parse", "budget_secs": 60}),
+        &["--wait", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "submit cargo_fuzzing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let findings = record["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["rule_id"], "fuzzing/heap-buffer-overflow");
+    let fuzz_run = record["run_id"].as_str().expect("run id");
+    assert_eq!(
+        workers_of(&c, fuzz_run),
+        ["toolhost@rust1".to_string()].into(),
+        "cargo_fuzzing ran outside the rust host"
+    );
+    let got = c.path("fuzz-artifacts");
+    let out = c.cli(&["artifacts", fuzz_run, "--out", got.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(&got)
+        .expect("artifacts downloaded")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let crash = names
+        .iter()
+        .find(|n| n.starts_with("parse-crash-"))
+        .unwrap_or_else(|| panic!("no crash input in {names:?}"));
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(crash.as_str()),
+        "the finding names its input"
     );
 
     let out = c.cli(&["workflows", "--json"]);
@@ -904,4 +952,65 @@ fn hosts_of_two_verticals_split_the_work() {
             && text.contains("is for vertical `python`, but this host serves vertical `rust`"),
         "{text}"
     );
+}
+
+/// A fuzzing campaign in distributed mode: its live statistics travel in
+/// the step's heartbeats (shown by `status`), its corpus is checkpointed to
+/// the blob store, and after its host is killed and restarted the retried
+/// step resumes from that corpus.
+#[test]
+fn fuzzing_streams_progress_in_heartbeats_and_resumes_from_its_corpus_after_a_restart() {
+    let c = Cluster::new("fuzz");
+    let mut host = c.host("r1", "rust", &["cargo_fuzzing"]);
+    let submitted = Instant::now();
+    let run_id = c.start_run(
+        "cargo_fuzzing",
+        &fixture("fuzz_crate"),
+        &json!({"target": "checksum", "budget_secs": 20, "checkpoint_secs": 5}),
+    );
+    let live_execs = || -> u64 {
+        let out = c.cli(&["status", &run_id, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["run"]["pending_steps"]
+            .as_array()
+            .and_then(|steps| steps.iter().find_map(|s| s["progress"]["execs"].as_u64()))
+            .unwrap_or(0)
+    };
+    // The fuzz build takes a while on a cold cache.
+    wait_until(
+        "fuzzing statistics in a heartbeat",
+        Duration::from_secs(300),
+        || live_execs() > 0,
+    );
+    eprintln!(
+        "first fuzzing statistics {} ms after submit",
+        submitted.elapsed().as_millis()
+    );
+    let first = live_execs();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(live_execs() > first, "the heartbeat statistics move");
+    // A corpus checkpoint reaches the blob store.
+    let got = c.path("checkpoint");
+    wait_until("a corpus checkpoint", Duration::from_secs(30), || {
+        let _ = c.cli(&["artifacts", &run_id, "--out", got.to_str().expect("utf-8")]);
+        got.join("corpus-checksum.pack").is_file()
+    });
+    let text = String::from_utf8_lossy(&c.cli(&["status", &run_id]).stdout).into_owned();
+    assert!(
+        text.contains("execs=") && text.contains("last heartbeat"),
+        "{text}"
+    );
+
+    host.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    host.start();
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let target = &record["summary"]["targets"][0];
+    assert!(
+        target["resumed_inputs"].as_u64().unwrap_or(0) > 0,
+        "the retried step did not resume from the checkpoint: {target}"
+    );
+    let log = String::from_utf8_lossy(&c.cli(&["logs", &run_id]).stdout).into_owned();
+    assert!(log.contains("resumed from"), "{log}");
 }

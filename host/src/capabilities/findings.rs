@@ -53,10 +53,15 @@ pub fn from_guest(f: WitFinding) -> Finding {
     }
 }
 
+/// What a finding counts against the output quota.
+pub fn quota_len(f: &Finding) -> usize {
+    f.rule_id.len() + f.title.len() + f.message.len() + 64
+}
+
 impl Host for GuestState {
     async fn report(&mut self, finding: WitFinding) -> anyhow::Result<()> {
         let f = from_guest(finding);
-        let len = f.rule_id.len() + f.title.len() + f.message.len() + 64;
+        let len = quota_len(&f);
         self.run.journal.add_finding(f, len)?;
         Ok(())
     }

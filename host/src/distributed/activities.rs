@@ -323,6 +323,8 @@ async fn run_step(
     Ok(StepOutput {
         result,
         log: ctx.journal.take_lines(),
+        findings: ctx.journal.findings(),
+        progress: ctx.journal.progress(),
     })
 }
 

@@ -213,6 +213,12 @@ pub struct StepOutput {
     /// Log lines the step produced (tool audits), merged into the run log.
     #[serde(default)]
     pub log: Vec<Value>,
+    /// Findings activity code reported, added to the run's.
+    #[serde(default)]
+    pub findings: Vec<crate::manifest::Finding>,
+    /// The last progress activity code reported.
+    #[serde(default)]
+    pub progress: Option<Value>,
 }
 
 /// Input of `toolhost.publish`.

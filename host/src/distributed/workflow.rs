@@ -493,6 +493,19 @@ impl Driver {
                                     tracing::debug!(run = %run.workflow_id, seq, "step completed");
                                 }
                                 ctx.journal.append_lines(out.log);
+                                for f in out.findings {
+                                    let len = crate::capabilities::findings::quota_len(&f);
+                                    if let Err(e) = ctx.journal.add_finding(f, len) {
+                                        ctx.journal.host_log(
+                                            "warn",
+                                            &format!("finding of a step dropped: {e}"),
+                                        );
+                                    }
+                                }
+                                if let Some(p) = out.progress {
+                                    let len = p.to_string().len();
+                                    let _ = ctx.journal.set_progress(p, len);
+                                }
                             }
                             StepOutcome::Done(out.result)
                         }

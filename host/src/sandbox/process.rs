@@ -535,6 +535,102 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_started_tool_streams_its_output_then_its_exit() {
+        let mut p = start_process(&spec(
+            "sh",
+            &["-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; exit 4"],
+        ))
+        .unwrap();
+        let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+        let mut polls = 0;
+        while exit.is_none() {
+            let u = p
+                .poll(Duration::from_secs(5), std::future::pending())
+                .await
+                .unwrap();
+            out.extend(u.stdout);
+            err.extend(u.stderr);
+            exit = u.exited;
+            polls += 1;
+            if polls == 1 {
+                // The first line arrives while the tool still runs.
+                assert_eq!(out, b"one\n");
+                assert!(exit.is_none());
+            }
+        }
+        assert_eq!(
+            (out.as_slice(), err.as_slice()),
+            (&b"one\n"[..], &b"two\n"[..])
+        );
+        assert_eq!(exit.map(|e| e.0), Some(Some(4)));
+        // After the end, polls return at once and empty.
+        let u = p
+            .poll(Duration::from_secs(5), std::future::pending())
+            .await
+            .unwrap();
+        assert!(u.stdout.is_empty() && u.exited.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_started_tool_is_interrupted_or_stopped() {
+        let mut p = start_process(&spec(
+            "sh",
+            &["-c", "trap 'echo bye; exit 7' INT; sleep 30 & wait"],
+        ))
+        .unwrap();
+        let u = p
+            .poll(Duration::from_millis(200), std::future::pending())
+            .await
+            .unwrap();
+        assert!(u.exited.is_none());
+        p.interrupt();
+        let mut exit = None;
+        let t = Instant::now();
+        while exit.is_none() && t.elapsed() < Duration::from_secs(5) {
+            exit = p
+                .poll(Duration::from_secs(1), std::future::pending())
+                .await
+                .unwrap()
+                .exited;
+        }
+        assert_eq!(
+            exit.map(|e| e.0),
+            Some(Some(7)),
+            "it ran its SIGINT handler"
+        );
+
+        let mut p = start_process(&spec("sleep", &["30"])).unwrap();
+        let t = Instant::now();
+        let err = p
+            .poll(
+                Duration::from_secs(10),
+                tokio::time::sleep(Duration::from_millis(200)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Stopped) && t.elapsed() < Duration::from_secs(3));
+
+        // Output past the cap between two polls is counted, not kept.
+        let mut p = start_process(&spec("sh", &["-c", "head -c 5000 /dev/zero"])).unwrap();
+        let mut kept = 0;
+        let mut dropped = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let u = p
+                .poll(Duration::from_secs(5), std::future::pending())
+                .await
+                .unwrap();
+            kept += u.stdout.len();
+            dropped += u.dropped;
+            if u.exited.is_some() {
+                break;
+            }
+        }
+        assert_eq!(kept as u64 + dropped, 5000);
+        assert!(kept <= 1024 * 2, "{kept}");
+    }
+
+    #[tokio::test]
     async fn stdin_is_fed() {
         let mut s = spec("cat", &[]);
         s.stdin = Some(b"piped".to_vec());
