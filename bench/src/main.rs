@@ -6,8 +6,11 @@
 //!
 //! With `--distributed` it measures distributed mode instead, against the
 //! dev services ([`distributed`]; report: `target/bench/report-distributed.md`).
+//! With `--fuzzing` it compares libFuzzer's executions per second through
+//! `cargo_fuzzing` with `cargo fuzz run` ([`fuzzing`]).
 
 mod distributed;
+mod fuzzing;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -89,8 +92,11 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--distributed") {
         return distributed::main(&args).await;
     }
+    if args.iter().any(|a| a == "--fuzzing") {
+        return fuzzing::main().await;
+    }
     if let Some(other) = args.first() {
-        anyhow::bail!("unknown argument `{other}`; use no arguments, or --distributed");
+        anyhow::bail!("unknown argument `{other}`; use no arguments, --distributed or --fuzzing");
     }
     let hello = std::fs::read(repo().join("toolbox/hello.wasm"))
         .context("toolbox/hello.wasm is missing: run `cargo xtask build-plugins`")?;

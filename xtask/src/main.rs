@@ -23,6 +23,8 @@ commands:
   bench --distributed     the same for distributed mode, against the dev services
                           [--runs N --concurrency N --rounds N --upload-mib N]
                           (report: target/bench/report-distributed.md)
+  bench --fuzzing         libFuzzer execs/s through cargo_fuzzing against `cargo fuzz run`
+                          on the same target (report: target/bench/report-fuzzing.md)
   services up|down|status start (installing when missing), stop, or show the Temporal and
                           Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 
