@@ -1002,6 +1002,13 @@ fn fuzzing_streams_progress_in_heartbeats_and_resumes_from_its_corpus_after_a_re
     );
 
     host.kill9();
+    // Only the blob store's copy is left: the corpus in the workspace and
+    // the host's local copy of the checkpoint are gone.
+    let scratch = c.path("work-r1").join(&run_id);
+    let corpus = scratch.join("workspace/fuzz/corpus/checksum");
+    assert!(corpus.is_dir(), "no corpus at {}", corpus.display());
+    std::fs::remove_dir_all(&corpus).expect("remove the corpus");
+    let _ = std::fs::remove_file(scratch.join("artifacts/corpus-checksum.pack"));
     std::thread::sleep(Duration::from_secs(1));
     host.start();
     let record = c.wait(&run_id);
