@@ -78,11 +78,8 @@ fn start_tool(
     let (spec, cgroup) = prepare(run, tool, &args, options).inspect_err(|e| {
         refused(run, tool, &args, &cwd_rel, e);
     })?;
-    let audit = json!({
-        "level": "info", "source": "tool", "tool": tool, "streamed": true,
-        "program": spec.program.display().to_string(), "args": spec.args,
-        "cwd": cwd_rel, "timeout_ms": spec.timeout.as_millis() as u64,
-    });
+    let mut audit = start_audit(tool, &spec, &cwd_rel);
+    audit["streamed"] = json!(true);
     run.journal.tool_started(tool, &args);
     let process = start_process(&spec).map_err(|e| {
         let outcome = e.to_string();
@@ -184,6 +181,15 @@ fn refused(run: &super::RunContext, tool: &str, args: &[String], cwd_rel: &str, 
         "cwd": cwd_rel, "refused": format!("{e:?}"),
         "message": format!("tool `{tool}` refused: {}", refusal(e)),
     }));
+}
+
+/// The audit record of a started tool, completed by [`finish_audit`].
+fn start_audit(tool: &str, spec: &ProcessSpec, cwd_rel: &str) -> serde_json::Value {
+    json!({
+        "level": "info", "source": "tool", "tool": tool,
+        "program": spec.program.display().to_string(), "args": spec.args,
+        "cwd": cwd_rel, "timeout_ms": spec.timeout.as_millis() as u64,
+    })
 }
 
 /// Completes and writes a tool's audit record, and announces its end.
@@ -354,11 +360,7 @@ async fn execute(
     cwd_rel: &str,
     spec: ProcessSpec,
 ) -> Result<ToolOutput, ToolError> {
-    let audit = json!({
-        "level": "info", "source": "tool", "tool": tool,
-        "program": spec.program.display().to_string(), "args": spec.args,
-        "cwd": cwd_rel, "timeout_ms": spec.timeout.as_millis() as u64,
-    });
+    let audit = start_audit(tool, &spec, cwd_rel);
     run.journal.tool_started(tool, args);
     let result = run_process(&spec, run.stop.stopped()).await;
     let (record, outcome) = match &result {

@@ -166,13 +166,7 @@ pub async fn run_process(
     // Normally the pipes close with the group; if an escaped descendant
     // still holds them, stop reading after a grace period and keep what
     // was captured.
-    let closer = {
-        let done = pipes_done.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PIPE_GRACE).await;
-            done.cancel();
-        })
-    };
+    let closer = cancel_after_grace(&pipes_done);
     let (stdout, out_total) = out.await.unwrap_or_default();
     let (stderr, err_total) = err.await.unwrap_or_default();
     closer.abort();
@@ -185,6 +179,18 @@ pub async fn run_process(
         stdout,
         stderr,
         duration,
+    })
+}
+
+/// Stops the output readers [`PIPE_GRACE`] from now (abort the returned
+/// task when they finish sooner).
+fn cancel_after_grace(
+    readers: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let done = readers.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(PIPE_GRACE).await;
+        done.cancel();
     })
 }
 
@@ -291,13 +297,7 @@ pub fn start_process(spec: &ProcessSpec) -> Result<RunningProcess, ProcessError>
         kill_group(group);
         // As in `run_process`: an escaped descendant holding the pipes
         // does not keep the end from being reported.
-        let closer = {
-            let done = readers_done.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(PIPE_GRACE).await;
-                done.cancel();
-            })
-        };
+        let closer = cancel_after_grace(&readers_done);
         for r in readers {
             let _ = r.await;
         }

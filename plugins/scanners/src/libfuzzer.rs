@@ -144,19 +144,17 @@ pub fn parse_crash(report: &str) -> Crash {
     let mut kind = kind.unwrap_or_else(|| "crash".into());
     if panic.is_some() {
         kind = "panic".into();
-        if let Some(at) = &panic_at {
-            if let Some((file, line, column)) = split_location(at) {
-                frames.insert(
-                    0,
-                    Frame {
-                        function: "(panic)".into(),
-                        file,
-                        line,
-                        column,
-                        unresolved: None,
-                    },
-                );
-            }
+        if let Some((file, line, column)) = panic_at.as_deref().and_then(split_location) {
+            frames.insert(
+                0,
+                Frame {
+                    function: "(panic)".into(),
+                    file,
+                    line,
+                    column,
+                    unresolved: None,
+                },
+            );
         }
     }
     let summary = match (&panic, &panic_at) {
