@@ -504,7 +504,7 @@ fn report_crash(
     );
     let mut finding = Finding::new(
         format!("fuzzing/{}", crash.kind),
-        map_severity(crash.severity()),
+        crash.severity().into(),
         title,
     )
     .message(message)
@@ -551,16 +551,6 @@ fn symbolize(crash: &mut toolhost_scanners::libfuzzer::Crash, root: &str) {
         .find(|f| f.function != "(panic)");
     if let (Some(f), Some((head, _))) = (site, crash.summary.clone().split_once(" (/")) {
         crash.summary = format!("{head} in {} {}:{}", f.function, f.file, f.line);
-    }
-}
-
-fn map_severity(s: toolhost_scanners::Severity) -> Severity {
-    match s {
-        toolhost_scanners::Severity::Info => Severity::Info,
-        toolhost_scanners::Severity::Low => Severity::Low,
-        toolhost_scanners::Severity::Medium => Severity::Medium,
-        toolhost_scanners::Severity::High => Severity::High,
-        toolhost_scanners::Severity::Critical => Severity::Critical,
     }
 }
 
