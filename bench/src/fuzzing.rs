@@ -139,7 +139,7 @@ fn direct_side(dir: &Path, leaks: bool) -> Result<f64> {
         .with_context(|| {
             format!(
                 "no final stats in:\n{}",
-                &stderr[stderr.len().saturating_sub(2000)..]
+                toolhost::text::truncate_start(&stderr, 2000)
             )
         })?;
     // Whole seconds, as the workflow reports its elapsed time.

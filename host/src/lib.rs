@@ -4,7 +4,8 @@
 //! Dependencies point one way: `cli` -> `engine` -> `toolbox` -> `runtime`
 //! and `capabilities` (which together make a guest store: the runtime owns
 //! stores and limits, capabilities own policy) -> `sandbox`/`storage`;
-//! `manifest`, `report` and `util` are shared data and rendering.
+//! `manifest`, `report`, `text` and `util` are shared data, rendering and
+//! helpers.
 //! `distributed` is the Temporal engine beside `engine`'s embedded one.
 
 pub mod capabilities;
@@ -17,5 +18,6 @@ pub mod report;
 pub mod runtime;
 pub mod sandbox;
 pub mod storage;
+pub mod text;
 pub mod toolbox;
 pub mod util;

@@ -342,3 +342,57 @@ pub fn processes(matches: impl Fn(&[u8]) -> bool) -> usize {
         .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| matches(&c)))
         .count()
 }
+
+/// Runs `cmd` with its stdin, stdout and stderr on a new pseudo-terminal
+/// (so it behaves as in a user's terminal: spinners, colours); returns its
+/// exit code (-1 when killed by a signal) and everything it wrote.
+pub fn run_in_terminal(mut cmd: Command, timeout: std::time::Duration) -> (i32, String) {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 160,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }),
+        None,
+    )
+    .expect("openpty");
+    let slave = |fd: &OwnedFd| std::process::Stdio::from(fd.try_clone().expect("dup pty"));
+    cmd.stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave))
+        .env("TERM", "xterm-256color");
+    let mut child = cmd.spawn().expect("start the command on a terminal");
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave descriptor is closed: the end.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let end = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("{cmd:?} did not end within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap_or_default();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}

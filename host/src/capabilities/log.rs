@@ -9,7 +9,7 @@ const MAX_LINE: usize = 64 * 1024;
 
 impl Host for GuestState {
     async fn emit(&mut self, level: Level, message: String) -> anyhow::Result<()> {
-        let message = super::findings::clip(message, MAX_LINE);
+        let message = crate::text::clip_bytes(message, MAX_LINE);
         self.run
             .journal
             .guest_log(level.as_str(), "guest", &message)?;

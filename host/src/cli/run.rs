@@ -168,21 +168,21 @@ fn live_spinner(enabled: bool, workflow: &str) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// Longest spinner message, in characters.
+const SPINNER_WIDTH: usize = 100;
+
 fn describe_event(event: &RunEvent) -> Option<String> {
     match event {
-        RunEvent::ToolStarted { tool, args } => {
-            let mut line = format!("running {tool} {}", args.join(" "));
-            line.truncate(100);
-            Some(line)
-        }
+        RunEvent::ToolStarted { tool, args } => Some(format!("running {tool} {}", args.join(" "))),
         RunEvent::ToolFinished { tool, outcome } => Some(format!("{tool}: {outcome}")),
         RunEvent::Progress(stats) => Some(output::format_stats(stats)),
         RunEvent::Finding(f) => Some(format!("found {} ({})", f.title, f.severity)),
         RunEvent::Log { level, message, .. } if level != "debug" && level != "trace" => {
-            let mut line = message.clone();
-            line.truncate(100);
-            Some(line)
+            Some(message.clone())
         }
         RunEvent::Log { .. } => None,
     }
+    // Guest and tool text: cut by characters, never by bytes, and made
+    // safe for the terminal.
+    .map(|line| crate::text::display_line(&line, SPINNER_WIDTH))
 }

@@ -1,9 +1,11 @@
 //! Preparing a run workspace from a target directory: a copy, so the user's
 //! tree is never modified. Symlinks that stay inside the target are kept as
-//! symlinks; symlinks pointing outside and special files are skipped (and
-//! reported), so a target can never smuggle host paths into a workspace.
+//! symlinks; symlinks leading outside (directly or through other links of
+//! the target) and special files are skipped (and reported), so a target
+//! can never smuggle host paths into a workspace. Links are checked by
+//! `storage::links`, the same check that packing and unpacking use.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -64,14 +66,14 @@ pub fn copy_target(src: &Path, dst: &Path) -> Result<CopyReport> {
             report.bytes += n;
         } else if ft.is_symlink() {
             let link = std::fs::read_link(entry.path())?;
-            if link_stays_inside(&rel, &link) {
-                std::os::unix::fs::symlink(&link, &out)?;
-            } else {
-                report.skipped.push(format!(
-                    "{}: symlink to `{}` points outside the target",
+            let lookup = |p: &Path| crate::storage::links::disk_node(&src.join(p));
+            match crate::storage::links::check_link(&rel, &link, lookup) {
+                Ok(()) => std::os::unix::fs::symlink(&link, &out)?,
+                Err(reason) => report.skipped.push(format!(
+                    "{}: symlink to `{}` {reason}",
                     rel.display(),
                     link.display()
-                ));
+                )),
             }
         } else {
             report.skipped.push(format!(
@@ -81,35 +83,6 @@ pub fn copy_target(src: &Path, dst: &Path) -> Result<CopyReport> {
         }
     }
     Ok(report)
-}
-
-/// True when a symlink at `rel` (relative to the root) with target `link`
-/// resolves, lexically, inside the root.
-fn link_stays_inside(rel: &Path, link: &Path) -> bool {
-    if link.is_absolute() {
-        return false;
-    }
-    let mut stack: Vec<PathBuf> = rel
-        .parent()
-        .map(|p| {
-            p.components()
-                .map(|c| PathBuf::from(c.as_os_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for comp in link.components() {
-        match comp {
-            Component::Normal(c) => stack.push(PathBuf::from(c)),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if stack.pop().is_none() {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -139,6 +112,36 @@ mod tests {
         assert!(!ws.join("passwd").exists() && !ws.join("passwd").is_symlink());
         assert!(!ws.join("src/up").is_symlink());
         assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
+    }
+
+    /// Each link alone looks inside; together `x -> a/..` with `a -> .`
+    /// climbs out of the target (the kernel resolves `a` first).
+    #[test]
+    fn chained_links_that_climb_out_are_not_copied() {
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path().join("t");
+        std::fs::create_dir_all(p.join("d")).unwrap();
+        std::os::unix::fs::symlink(".", p.join("a")).unwrap();
+        std::os::unix::fs::symlink("a/..", p.join("x")).unwrap();
+        std::os::unix::fs::symlink("../a/..", p.join("d/y")).unwrap();
+        std::os::unix::fs::symlink("../d", p.join("d/z")).unwrap();
+        std::fs::write(src.path().join("secret"), "outside").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(p.join("x/secret")).unwrap(),
+            "outside"
+        );
+        let dst = tempfile::tempdir().unwrap();
+        let ws = dst.path().join("ws");
+        let r = copy_target(&p, &ws).unwrap();
+        assert!(ws.join("a").is_symlink(), "`a -> .` stays inside");
+        assert!(ws.join("d/z").is_symlink(), "`d/z -> ../d` stays inside");
+        assert!(!ws.join("x").is_symlink() && !ws.join("d/y").is_symlink());
+        assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
+        assert!(
+            r.skipped.iter().all(|s| s.contains("leaves the target")),
+            "{:?}",
+            r.skipped
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::io::Write;
 
 use crate::manifest::{Finding, Severity};
+use crate::text::{one_line as clean, truncate_end, truncate_start};
 
 /// The widest a table line gets, in characters.
 pub const MAX_LINE_WIDTH: usize = 120;
@@ -20,9 +21,6 @@ const MAX_LOCATION_WIDTH: usize = 50;
 
 /// Space between two columns.
 const GAP: &str = "  ";
-
-/// Marks text cut to fit its column.
-const ELLIPSIS: char = '…';
 
 /// Column headings, left to right.
 const HEADINGS: [&str; 4] = ["SEVERITY", "RULE", "LOCATION", "TITLE"];
@@ -178,46 +176,11 @@ fn location_text(f: &Finding) -> String {
     }
 }
 
-/// `text` on one line and safe for a terminal: control characters that are
-/// whitespace become spaces, others U+FFFD; leading and trailing spaces go.
-fn clean(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| match c {
-            c if c.is_control() && c.is_whitespace() => ' ',
-            c if c.is_control() => char::REPLACEMENT_CHARACTER,
-            c => c,
-        })
-        .collect();
-    cleaned.trim().to_owned()
-}
-
-/// `text` cut to `width` characters, ending with an ellipsis when cut.
-fn truncate_end(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-    cut.push(ELLIPSIS);
-    cut
-}
-
-/// `text` cut to its last `width` characters, starting with an ellipsis when cut.
-fn truncate_start(text: &str, width: usize) -> String {
-    let count = text.chars().count();
-    if count <= width {
-        return text.to_owned();
-    }
-    let skip = count - width.saturating_sub(1);
-    std::iter::once(ELLIPSIS)
-        .chain(text.chars().skip(skip))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manifest::Location;
+    use crate::text::ELLIPSIS;
 
     fn finding(rule: &str, sev: Severity, title: &str, at: Option<(&str, Option<u32>)>) -> Finding {
         Finding {

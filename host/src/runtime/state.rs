@@ -42,6 +42,18 @@ pub struct GuestState {
     pub(crate) durable_rng: Option<ChaCha12Rng>,
 }
 
+impl GuestState {
+    /// Called when a durable step of embedded workflow code completes: the
+    /// embedded engine's equivalent of the next workflow task, so workflow
+    /// time moves on to now, as it moves to the task's time from history
+    /// in the distributed engine (see `WorkflowClock::observe`).
+    pub fn step_completed(&self) {
+        if self.kind == CodeKind::Workflow && self.run.steps.is_none() {
+            self.run.clock.observe(crate::util::now_ms());
+        }
+    }
+}
+
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -172,7 +184,13 @@ impl LineWriter {
             let line: Vec<u8> = self.buf.drain(..=pos).collect();
             self.emit(&line[..line.len() - 1])?;
         }
-        if self.buf.len() >= MAX_LINE || (all && !self.buf.is_empty()) {
+        while self.buf.len() >= MAX_LINE {
+            // A long line is split, never inside a UTF-8 sequence.
+            let n = crate::text::utf8_prefix_len(&self.buf, MAX_LINE).max(1);
+            let piece: Vec<u8> = self.buf.drain(..n).collect();
+            self.emit(&piece)?;
+        }
+        if all && !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
             self.emit(&line)?;
         }

@@ -6,6 +6,7 @@
 //! [`target_cache`] keeps unpacked targets on a host under a size cap.
 //! This module moves bytes; it never interprets run records or components.
 
+pub mod links;
 pub mod local;
 pub mod pack;
 pub mod s3;

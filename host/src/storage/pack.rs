@@ -9,15 +9,17 @@
 //! number of entries pass the caps, which also bounds a decompression bomb.
 //! This module must never follow a link found in an archive.
 
-use std::collections::{HashMap, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+use super::links::{Node, check_link, disk_node};
 use sha2::{Digest, Sha256};
 
 /// zstd level for target archives: fast, and deterministic for a given zstd.
@@ -25,9 +27,6 @@ pub const ZSTD_LEVEL: i32 = 3;
 
 /// Largest path or symlink target accepted in an archive (Linux `PATH_MAX`).
 const MAX_NAME: usize = 4096;
-
-/// Symlinks followed while checking where one link leads (as Linux does).
-const MAX_LINK_HOPS: usize = 40;
 
 /// Largest zstd window accepted when unpacking (16 MiB; the packer uses 2 MiB),
 /// so a hostile frame cannot make the decoder allocate gigabytes.
@@ -358,89 +357,6 @@ fn parent_or_dot(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-}
-
-// ---------------------------------------------------------------- symlinks
-
-/// What a path inside a tree is, for resolving symlinks without following
-/// them on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File,
-    Symlink(PathBuf),
-    Missing,
-}
-
-fn disk_node(path: &Path) -> Node {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            fs::read_link(path).map_or(Node::Missing, Node::Symlink)
-        }
-        Ok(m) if m.is_dir() => Node::Dir,
-        Ok(_) => Node::File,
-        Err(_) => Node::Missing,
-    }
-}
-
-/// Checks that the symlink at `link` (relative to the tree root) pointing at
-/// `target` resolves inside the tree, following the tree's own symlinks
-/// through `lookup` the way the kernel would. Components that do not exist
-/// are taken literally, which is stricter than the kernel.
-fn check_link(
-    link: &Path,
-    target: &Path,
-    mut lookup: impl FnMut(&Path) -> Node,
-) -> Result<(), String> {
-    if target.is_absolute() {
-        return Err("is absolute; only relative links inside the target are kept".into());
-    }
-    let mut at = link.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut pending: VecDeque<OsString> = VecDeque::new();
-    push_front_components(&mut pending, target)?;
-    let mut hops = 0;
-    while let Some(part) = pending.pop_front() {
-        if part == ".." {
-            if !at.pop() {
-                return Err("leaves the target directory".into());
-            }
-            continue;
-        }
-        at.push(&part);
-        if let Node::Symlink(next) = lookup(&at) {
-            hops += 1;
-            if hops > MAX_LINK_HOPS {
-                return Err("goes through too many symlinks (a loop?)".into());
-            }
-            if next.is_absolute() {
-                return Err(format!(
-                    "goes through `{}`, a symlink to an absolute path",
-                    at.display()
-                ));
-            }
-            at.pop();
-            push_front_components(&mut pending, &next)?;
-        }
-    }
-    Ok(())
-}
-
-fn push_front_components(pending: &mut VecDeque<OsString>, path: &Path) -> Result<(), String> {
-    let mut parts = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(name) => parts.push(name.to_os_string()),
-            Component::ParentDir => parts.push(OsString::from("..")),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("is absolute; only relative links inside the target are kept".into());
-            }
-        }
-    }
-    for p in parts.into_iter().rev() {
-        pending.push_front(p);
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- unpacking
@@ -817,6 +733,7 @@ fn relative_path(name: &[u8]) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
     use std::os::unix::fs::symlink;
     use std::time::Instant;
     use tar::{EntryType, Header};

@@ -55,6 +55,10 @@ pub enum Action {
         count: u32,
         size: u32,
     },
+    /// Logs `message` once, as given.
+    Say {
+        message: String,
+    },
     Print {
         count: u32,
         size: u32,
@@ -209,6 +213,10 @@ fn perform(ctx: Option<&Context>, action: Action) -> Result<Value> {
                 toolhost_sdk::log::info!("{line}");
             }
             json!({"ok": count})
+        }
+        Action::Say { message } => {
+            toolhost_sdk::log::info!("{message}");
+            json!({"ok": null})
         }
         Action::Print { count, size } => {
             let line = "p".repeat(size as usize);
