@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use toolhost::engine::{LocalEngine, RunRecord, RunStatus, StartError};
 use toolhost_tests::{TestHost, probe, request, try_run};
 
+mod display;
+
 // ---------------------------------------------------------------- helpers
 
 fn target() -> tempfile::TempDir {
@@ -513,8 +515,70 @@ async fn target_with_symlinks_pointing_outside() {
     )
     .unwrap();
     assert!(
-        log.contains("points outside the target"),
-        "the skip is reported"
+        log.contains("passwd: symlink to `/etc/passwd` is absolute")
+            && log.contains("src/etc: symlink to `../../../../../etc` leaves the target"),
+        "the skips are reported: {log}"
+    );
+    still_serves(&engine).await;
+}
+
+/// `a -> .` and `x -> a/..` each look harmless to a lexical check, but the
+/// kernel resolves `a` first, so `x` is the target's parent directory.
+#[tokio::test]
+async fn target_with_chained_symlinks_climbing_out() {
+    let (host, engine) = host().await;
+    let outer = tempfile::tempdir().unwrap();
+    let t = outer.path().join("target");
+    std::fs::create_dir_all(t.join("src")).unwrap();
+    std::fs::write(outer.path().join("secret.txt"), "CANARY-chain-7f3a").unwrap();
+    std::os::unix::fs::symlink(".", t.join("a")).unwrap();
+    std::os::unix::fs::symlink("a/..", t.join("x")).unwrap();
+    std::os::unix::fs::symlink("../a/../a/..", t.join("src/y")).unwrap();
+    assert!(
+        t.join("x/secret.txt").exists(),
+        "the chain escapes on the host"
+    );
+    let (record, r) = probe(
+        &engine,
+        &t,
+        json!([
+            {"op": "list", "path": ""},
+            {"op": "read", "path": "x/secret.txt"},
+            {"op": "tool", "tool": "cat", "args": ["x/secret.txt"]},
+        ]),
+    )
+    .await;
+    let listed = r[0]["ok"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|p| p == "a"),
+        "`a -> .` is kept: {listed:?}"
+    );
+    assert!(
+        !listed.iter().any(|p| p == "x" || p == "src/y"),
+        "{listed:?}"
+    );
+    assert_eq!(err_kind(&r[1]), "not_found");
+    assert_ne!(r[2]["ok"]["exit_code"], 0, "{}", r[2]);
+    let log = std::fs::read_to_string(
+        host.config
+            .data_dir
+            .join("runs")
+            .join(&record.run_id)
+            .join("log.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        !log.contains("CANARY-chain-7f3a"),
+        "the secret reached the log"
+    );
+    assert!(
+        !serde_json::to_string(&record)
+            .unwrap()
+            .contains("CANARY-chain-7f3a")
+    );
+    assert!(
+        log.contains("x: symlink to `a/..` leaves the target"),
+        "{log}"
     );
     still_serves(&engine).await;
 }
