@@ -26,16 +26,22 @@ pub struct Workspace {
     dir: Dir,
     written: AtomicU64,
     write_quota: u64,
+    max_read: u64,
 }
 
 impl Workspace {
-    /// Opens the workspace at `root` (which must exist).
-    pub fn open(root: &Path, write_quota_mib: u64) -> std::io::Result<Self> {
+    /// Opens the workspace at `root` (which must exist) with the run's
+    /// write quota and per-read cap.
+    pub fn open(
+        root: &Path,
+        limits: &crate::runtime::limits::GuestLimits,
+    ) -> std::io::Result<Self> {
         Ok(Workspace {
             root: root.to_path_buf(),
             dir: Dir::open_ambient_dir(root, ambient_authority())?,
             written: AtomicU64::new(0),
-            write_quota: write_quota_mib.saturating_mul(1 << 20),
+            write_quota: limits.write_quota_mib.saturating_mul(1 << 20),
+            max_read: limits.max_read_mib.saturating_mul(1 << 20),
         })
     }
 
@@ -56,12 +62,30 @@ impl Workspace {
         Ok(())
     }
 
-    /// Reads `path` entirely.
+    /// Reads `path` entirely, if it is at most the per-read cap
+    /// (`limits.max_read_mib`): host memory holds the whole file on its way
+    /// into the guest.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
         let rel = checked_path(path)?;
-        let mut file = self.dir.open(&rel).map_err(|e| io_error(path, e))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+        let file = self.dir.open(&rel).map_err(|e| io_error(path, e))?;
+        let too_big = |size: u64| {
+            FsError::QuotaExceeded(format!(
+                "`{path}` is {size} bytes; `workspace.read` returns at most {} MiB (`limits.max_read_mib`). Read big files from activity code, in pieces, through `/workspace`",
+                self.max_read >> 20
+            ))
+        };
+        let size = file.metadata().map_err(|e| io_error(path, e))?.len();
+        if size > self.max_read {
+            return Err(too_big(size));
+        }
+        // The file may grow while it is read: never past the cap.
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(self.max_read + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_error(path, e))?;
+        if buf.len() as u64 > self.max_read {
+            return Err(too_big(buf.len() as u64));
+        }
         Ok(buf)
     }
 
@@ -249,7 +273,9 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.read(path).await;
         }
-        Ok(self.run.workspace.read(&path))
+        let out = self.run.workspace.read(&path);
+        self.step_completed();
+        Ok(out)
     }
 
     async fn write(
@@ -260,7 +286,9 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.write(path, contents).await;
         }
-        Ok(self.run.workspace.write(&path, &contents))
+        let out = self.run.workspace.write(&path, &contents);
+        self.step_completed();
+        Ok(out)
     }
 
     async fn list_dir(
@@ -271,14 +299,18 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.list_dir(path, recursive).await;
         }
-        Ok(self.run.workspace.list(&path, recursive))
+        let out = self.run.workspace.list(&path, recursive);
+        self.step_completed();
+        Ok(out)
     }
 
     async fn exists(&mut self, path: String) -> anyhow::Result<Result<bool, FsError>> {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.exists(path).await;
         }
-        Ok(self.run.workspace.exists(&path))
+        let out = self.run.workspace.exists(&path);
+        self.step_completed();
+        Ok(out)
     }
 }
 
@@ -290,7 +322,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/a.rs"), "fn a() {}").unwrap();
-        let ws = Workspace::open(dir.path(), 1).unwrap();
+        let limits = crate::runtime::limits::GuestLimits {
+            write_quota_mib: 1,
+            max_read_mib: 1,
+            ..Default::default()
+        };
+        let ws = Workspace::open(dir.path(), &limits).unwrap();
         (dir, ws)
     }
 
@@ -344,6 +381,19 @@ mod tests {
         let w = ws.write("etc/evil", b"x");
         assert!(matches!(w, Err(FsError::InvalidPath(_))), "{w:?}");
         assert!(matches!(ws.host_dir("etc"), Err(FsError::InvalidPath(_))));
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let (d, ws) = ws();
+        std::fs::write(d.path().join("big"), vec![b'x'; (1 << 20) + 1]).unwrap();
+        std::fs::write(d.path().join("fits"), vec![b'x'; 1 << 20]).unwrap();
+        let e = ws.read("big").unwrap_err();
+        assert!(
+            matches!(&e, FsError::QuotaExceeded(m) if m.contains("1048577 bytes") && m.contains("max_read_mib")),
+            "{e:?}"
+        );
+        assert_eq!(ws.read("fits").unwrap().len(), 1 << 20);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod local;
 pub mod params;
 pub mod record;
 pub mod target;
+pub mod workdir;
 
 pub use local::{LocalEngine, RunRequest};
 pub use record::{RunRecord, RunStatus};

@@ -28,6 +28,8 @@ pub struct GuestLimits {
     pub write_quota_mib: u64,
     /// Findings kept per run (after deduplication).
     pub max_findings: usize,
+    /// Largest file one `workspace.read` call returns, in MiB.
+    pub max_read_mib: u64,
 }
 
 impl Default for GuestLimits {
@@ -43,6 +45,7 @@ impl Default for GuestLimits {
             output_quota_mib: 64,
             write_quota_mib: 2048,
             max_findings: 10_000,
+            max_read_mib: 64,
         }
     }
 }

@@ -31,8 +31,12 @@ pub struct EngineOptions {
     /// Try the pooling instance allocator (falls back to on-demand when the
     /// address space for the pool cannot be reserved).
     pub pooling: Option<PoolSizing>,
-    /// Directory of the compile cache; `None` disables it.
+    /// Directory of the compile cache; `None` disables it. It must be
+    /// writable by the host user only, or the cache is disabled.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Size cap of the compile cache in bytes (least recently used entries
+    /// go first); `None`: unbounded.
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// Sizing of the pooling allocator (see docs/PERFORMANCE.md).
@@ -61,6 +65,7 @@ impl EngineOptions {
                 memories_per_component: u32::try_from(config.limits.memories).unwrap_or(u32::MAX),
             }),
             cache_dir: Some(config.data_dir.join("cache").join("components")),
+            cache_max_bytes: Some(config.storage.compile_cache_mib.saturating_mul(1 << 20)),
         }
     }
 }
@@ -125,10 +130,17 @@ impl Runtime {
                 .map_err(anyhow::Error::from)
                 .context("cannot create the wasmtime engine")?,
         };
-        let cache = opts
-            .cache_dir
-            .as_ref()
-            .map(|dir| cache::CompileCache::new(dir, &engine));
+        let cache = opts.cache_dir.as_ref().and_then(|dir| {
+            // Entries are native code this process runs: a directory anyone
+            // else could write is not used at all.
+            match crate::util::private_dir::ensure(dir) {
+                Ok(dir) => Some(cache::CompileCache::new(dir, &engine, opts.cache_max_bytes)),
+                Err(e) => {
+                    tracing::warn!("compile cache disabled: {e}");
+                    None
+                }
+            }
+        });
         let mut linker = Linker::<GuestState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)

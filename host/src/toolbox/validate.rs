@@ -91,7 +91,14 @@ pub async fn describe(
         pre: pre.clone(),
         tools: ToolGrant::default(),
         sandbox: Arc::new(crate::sandbox::detect::Sandbox::unavailable()),
-        workspace: Workspace::open(scratch.path(), 0)?,
+        workspace: Workspace::open(
+            scratch.path(),
+            &crate::runtime::limits::GuestLimits {
+                write_quota_mib: 0,
+                max_read_mib: 0,
+                ..Default::default()
+            },
+        )?,
         tool_home: scratch.path().join("home"),
         artifacts_dir: scratch.path().join("artifacts"),
         journal: journal.clone(),
