@@ -13,6 +13,7 @@ use crate::runtime::bindings::toolhost::workflow::tools::{
     Host, HostProcess, RunOptions, ToolError, ToolExit, ToolOutput, ToolUpdate,
 };
 use crate::runtime::state::CodeKind;
+use crate::sandbox::policy::ToolKind;
 use crate::sandbox::process::{
     ProcessError, ProcessSpec, RunningProcess, run_process, start_process,
 };
@@ -35,7 +36,9 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.tool(tool, args, options).await;
         }
-        Ok(run_tool(&self.run, &tool, args, options).await)
+        let out = run_tool(&self.run, &tool, args, options).await;
+        self.step_completed();
+        Ok(out)
     }
 
     async fn start(
@@ -64,7 +67,9 @@ pub struct ToolProcess {
     audit: serde_json::Value,
     ended: bool,
     // Kills anything left in the tool's pids cgroup when dropped.
-    _cgroup: Option<crate::sandbox::detect::CgroupGuard>,
+    _cgroup: Option<crate::sandbox::cgroup::CgroupGuard>,
+    // The tool's only way out, when it has `egress`; closed when dropped.
+    _egress: Option<crate::sandbox::egress::EgressProxy>,
 }
 
 /// Checks and starts `tool` for `run` without waiting for it.
@@ -75,7 +80,11 @@ fn start_tool(
     options: RunOptions,
 ) -> Result<ToolProcess, ToolError> {
     let cwd_rel = options.cwd.clone().unwrap_or_default();
-    let (spec, cgroup) = prepare(run, tool, &args, options).inspect_err(|e| {
+    let Prepared {
+        spec,
+        cgroup,
+        egress,
+    } = prepare(run, tool, &args, options).inspect_err(|e| {
         refused(run, tool, &args, &cwd_rel, e);
     })?;
     let mut audit = start_audit(tool, &spec, &cwd_rel);
@@ -92,6 +101,7 @@ fn start_tool(
         audit,
         ended: false,
         _cgroup: cgroup,
+        _egress: egress,
     })
 }
 
@@ -174,10 +184,10 @@ fn refused(run: &super::RunContext, tool: &str, args: &[String], cwd_rel: &str, 
     let shown: Vec<String> = args
         .iter()
         .take(32)
-        .map(|a| super::findings::clip(a.clone(), 256))
+        .map(|a| crate::text::clip_bytes(a.clone(), 256))
         .collect();
     run.journal.audit(json!({
-        "level": "warn", "source": "tool", "tool": super::findings::clip(tool.to_string(), 128), "args": shown,
+        "level": "warn", "source": "tool", "tool": crate::text::clip_bytes(tool.to_string(), 128), "args": shown,
         "cwd": cwd_rel, "refused": format!("{e:?}"),
         "message": format!("tool `{tool}` refused: {}", refusal(e)),
     }));
@@ -236,16 +246,21 @@ pub async fn run_tool(
     options: RunOptions,
 ) -> Result<ToolOutput, ToolError> {
     let cwd_rel = options.cwd.clone().unwrap_or_default();
-    let (spec, cgroup) = match prepare(run, tool, &args, options) {
+    let Prepared {
+        spec,
+        cgroup,
+        egress,
+    } = match prepare(run, tool, &args, options) {
         Ok(prepared) => prepared,
         Err(e) => {
             refused(run, tool, &args, &cwd_rel, &e);
             return Err(e);
         }
     };
-    let result = execute(run, tool, &args, &cwd_rel, spec).await;
+    let result = execute(run, tool, &args, &cwd_rel, spec, egress.as_ref()).await;
     // Kills anything left in the tool's pids cgroup and removes it.
     drop(cgroup);
+    drop(egress);
     result
 }
 
@@ -257,6 +272,13 @@ fn refusal(e: &ToolError) -> String {
     }
 }
 
+/// A checked request, ready to start.
+struct Prepared {
+    spec: ProcessSpec,
+    cgroup: Option<crate::sandbox::cgroup::CgroupGuard>,
+    egress: Option<crate::sandbox::egress::EgressProxy>,
+}
+
 /// Checks a request against the grant and the tool's configuration and
 /// builds the process to start.
 fn prepare(
@@ -264,7 +286,7 @@ fn prepare(
     tool: &str,
     args: &[String],
     options: RunOptions,
-) -> Result<(ProcessSpec, Option<crate::sandbox::detect::CgroupGuard>), ToolError> {
+) -> Result<Prepared, ToolError> {
     let resolved = run.tools.check(tool).map_err(ToolError::NotPermitted)?;
     if !run.sandbox.available() {
         return Err(ToolError::NotPermitted(
@@ -296,7 +318,7 @@ fn prepare(
     }
 
     let cwd_rel = options.cwd.clone().unwrap_or_default();
-    let cwd = run.workspace.host_dir(&cwd_rel).map_err(|e| {
+    let mut cwd = run.workspace.host_dir(&cwd_rel).map_err(|e| {
         ToolError::NotPermitted(format!(
             "working directory: {}",
             super::workspace::describe(&e)
@@ -322,23 +344,64 @@ fn prepare(
     let home = run.tool_home.clone();
     let tmp = home.join("tmp");
     let _ = std::fs::create_dir_all(&tmp);
-    for (k, v) in [("HOME", &home), ("TMPDIR", &tmp)] {
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
         env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.display().to_string()));
-    }
+        env.push((k.to_string(), v));
+    };
+    set(&mut env, "HOME", home.display().to_string());
+    set(&mut env, "TMPDIR", tmp.display().to_string());
 
     let timeout = options
         .timeout_ms
         .map(Duration::from_millis)
         .map_or(resolved.timeout, |t| t.min(resolved.timeout));
     let mut full_args = resolved.config.args.clone();
-    full_args.extend(args.iter().cloned());
-    let (plan, cgroup) = run
+    match resolved.config.kind {
+        None => full_args.extend(args.iter().cloned()),
+        Some(ToolKind::CargoFetch) => {
+            full_args.extend(super::fetch::cargo_fetch_args(
+                run, tool, resolved, args, &cwd_rel, &cwd,
+            )?);
+            // Outside the target: cargo reads configuration from its
+            // working directory upwards, and the target's must not apply.
+            cwd = home.clone();
+            env.retain(|(k, _)| k != "CARGO_NET_OFFLINE");
+            set(&mut env, "CARGO_NET_GIT_FETCH_WITH_CLI", "false".into());
+        }
+    }
+    let (mut plan, cgroup) = run
         .sandbox
         .plan(resolved, run.workspace.root(), &home, &run.run_id)
         .map_err(ToolError::Failed)?;
-    Ok((
-        ProcessSpec {
+    let allow = resolved.config.egress_hosts();
+    let egress = if allow.is_empty() || resolved.config.network {
+        None
+    } else {
+        {
+            if !run.sandbox.net_rules() {
+                return Err(ToolError::Failed(format!(
+                    "tool `{tool}` reaches the network through the egress proxy only, which needs landlock network rules (ABI 4); this kernel has none (`toolhost doctor`)"
+                )));
+            }
+            let proxy = crate::sandbox::egress::EgressProxy::start(allow)
+                .map_err(|e| ToolError::Failed(format!("cannot start the egress proxy: {e}")))?;
+            plan.connect_ports = Some(vec![proxy.port()]);
+            for k in [
+                "CARGO_HTTP_PROXY",
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+            ] {
+                set(&mut env, k, proxy.url());
+            }
+            set(&mut env, "NO_PROXY", String::new());
+            Some(proxy)
+        }
+    };
+    Ok(Prepared {
+        spec: ProcessSpec {
             program,
             args: full_args,
             env,
@@ -349,7 +412,8 @@ fn prepare(
             sandbox: Some((run.sandbox.helper().to_path_buf(), plan)),
         },
         cgroup,
-    ))
+        egress,
+    })
 }
 
 /// Runs a prepared tool process and audits how it ended.
@@ -359,10 +423,14 @@ async fn execute(
     args: &[String],
     cwd_rel: &str,
     spec: ProcessSpec,
+    egress: Option<&crate::sandbox::egress::EgressProxy>,
 ) -> Result<ToolOutput, ToolError> {
     let audit = start_audit(tool, &spec, cwd_rel);
     run.journal.tool_started(tool, args);
     let result = run_process(&spec, run.stop.stopped()).await;
+    if let Some(proxy) = egress {
+        audit_egress(run, tool, proxy);
+    }
     let (record, outcome) = match &result {
         Ok(out) => (
             json!({"exit_code": out.exit_code, "signal": out.signal,
@@ -385,6 +453,23 @@ async fn execute(
         }),
         Err(e) => Err(tool_error(run, e)),
     }
+}
+
+/// Logs where a tool with `egress` went, and what it was refused.
+fn audit_egress(run: &super::RunContext, tool: &str, proxy: &crate::sandbox::egress::EgressProxy) {
+    let log = proxy.log();
+    let mut opened = log.opened.clone();
+    opened.sort();
+    opened.dedup();
+    run.journal.audit(json!({
+        "level": if log.refused.is_empty() { "info" } else { "warn" },
+        "source": "tool", "tool": tool, "egress": {"opened": opened, "refused": log.refused},
+        "message": if log.refused.is_empty() {
+            format!("tool `{tool}` reached {}", if opened.is_empty() { "nothing".to_string() } else { opened.join(", ") })
+        } else {
+            format!("tool `{tool}` was refused egress to {} (not in its `egress` list)", log.refused.join(", "))
+        },
+    }));
 }
 
 /// "exit 3", "signal 9": how a tool ended, for its audit.

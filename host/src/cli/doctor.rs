@@ -36,6 +36,24 @@ pub(super) fn doctor(g: &GlobalArgs, _args: DoctorArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    let exposures = crate::sandbox::exposure::scan_config(&config, config.config_file.as_deref());
+    if exposures.is_empty() {
+        println!("credentials readable by tools: none found");
+    } else {
+        println!("credentials readable by tools (whatever a tool reads, a submitter can read):");
+        for e in &exposures {
+            println!(
+                "  NO   {} ({}), through read path {}",
+                e.found.display(),
+                e.what,
+                e.read_path.display()
+            );
+        }
+    }
+    match crate::engine::workdir::prepare(&config.work_dir()) {
+        Ok(dir) => println!("work directory: ok   {}", dir.display()),
+        Err(e) => println!("work directory: NO   {e}"),
+    }
     let mode = match config.sandbox.mode {
         SandboxMode::Enforce => "enforce",
         SandboxMode::Degraded => "degraded",

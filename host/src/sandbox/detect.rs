@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::{CgroupGuard, CgroupPool, CgroupRoot};
 use super::policy::ResolvedTool;
-use super::supervisor::{CGROUP_PIDS_ROOT, ProcessLimits, SandboxPlan};
+use super::supervisor::{ProcessLimits, SandboxPlan};
 
 /// `[sandbox]` in the host config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +29,11 @@ pub struct SandboxConfig {
     pub max_file_mib: u64,
     /// Open files per tool process.
     pub max_open_files: u64,
+    /// Where tool pids cgroups are created. Default: the cgroup v1 pids
+    /// hierarchy's `toolhost/`, else `toolhost/` of the cgroup2 mount. On a
+    /// cgroup v2 machine where the host does not run as root in the root
+    /// cgroup, point it at a delegated cgroup (see docs/SANDBOX.md).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// How strictly the sandbox is required.
@@ -84,6 +90,7 @@ impl Default for SandboxConfig {
             max_processes: 1024,
             max_file_mib: 4096,
             max_open_files: 4096,
+            cgroup_root: None,
         }
     }
 }
@@ -121,6 +128,10 @@ pub struct Sandbox {
     helper: PathBuf,
     support: Support,
     landlock: bool,
+    /// Landlock can scope abstract sockets and signals (ABI 6).
+    scopes: bool,
+    /// Landlock can restrict TCP connect by port (ABI 4).
+    net_rules: bool,
     netns: bool,
     pidns: bool,
     cgroup: bool,
@@ -128,7 +139,7 @@ pub struct Sandbox {
     counter: AtomicU64,
     available: bool,
     netns_holder: Option<NetnsHolder>,
-    cgroups: Arc<CgroupPool>,
+    cgroups: Option<Arc<CgroupPool>>,
 }
 
 /// A process keeping one empty network namespace alive for the tools.
@@ -195,7 +206,9 @@ impl Sandbox {
     /// mechanism is missing, and logs what is missing in `degraded` mode.
     pub fn new(config: &SandboxConfig) -> Result<Self> {
         let mut sandbox = Self::probe(config)?;
-        if sandbox.netns {
+        // Tools share one empty network namespace only where landlock keeps
+        // their abstract Unix sockets apart; elsewhere each gets its own.
+        if sandbox.netns && sandbox.scopes {
             sandbox.netns_holder = Some(NetnsHolder::start(&sandbox.helper)?);
         }
         if !sandbox.missing.is_empty() {
@@ -220,18 +233,42 @@ impl Sandbox {
             .arg("--probe")
             .output()
             .with_context(|| format!("cannot run the sandbox probe `{}`", helper.display()))?;
-        let mechanisms = serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "the sandbox probe failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
+        let mut mechanisms: std::collections::BTreeMap<String, Probe> =
+            serde_json::from_slice(&out.stdout).with_context(|| {
+                format!(
+                    "the sandbox probe failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })?;
+        // The cgroup is set up by the host itself: it outlives the probe.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let cgroup_root = CgroupRoot::find(config.cgroup_root.as_deref(), &mountinfo);
+        let cgroup_probe = cgroup_root.clone().and_then(|r| r.probe());
+        mechanisms.insert(
+            "pids_cgroup".into(),
+            match &cgroup_probe {
+                Ok(detail) => Probe {
+                    ok: true,
+                    detail: detail.clone(),
+                },
+                Err(e) => Probe {
+                    ok: false,
+                    detail: e.clone(),
+                },
+            },
+        );
+        let cgroups = match (cgroup_root, &cgroup_probe) {
+            (Ok(root), Ok(_)) => Some(CgroupPool::new(root)),
+            _ => None,
+        };
         let support = Support { mechanisms };
         let root = support.ok("root");
         let landlock = support.ok("landlock");
+        let scopes = landlock && support.ok("landlock_scopes");
+        let net_rules = landlock && support.ok("landlock_network");
         let netns = support.ok("network_namespace");
         let pidns = support.ok("pid_namespace");
-        let cgroup = support.ok("pids_cgroup");
+        let cgroup = cgroups.is_some();
         let mut missing = Vec::new();
         for (ok, name) in [
             (landlock, "landlock (filesystem confinement)"),
@@ -254,6 +291,8 @@ impl Sandbox {
             helper,
             support,
             landlock,
+            scopes,
+            net_rules,
             netns,
             pidns,
             cgroup,
@@ -261,7 +300,7 @@ impl Sandbox {
             counter: AtomicU64::new(0),
             available: true,
             netns_holder: None,
-            cgroups: Arc::new(CgroupPool::default()),
+            cgroups,
         })
     }
 
@@ -272,6 +311,8 @@ impl Sandbox {
             helper: PathBuf::new(),
             support: Support::default(),
             landlock: false,
+            scopes: false,
+            net_rules: false,
             netns: false,
             pidns: false,
             cgroup: false,
@@ -279,7 +320,7 @@ impl Sandbox {
             counter: AtomicU64::new(0),
             available: false,
             netns_holder: None,
-            cgroups: Arc::new(CgroupPool::default()),
+            cgroups: None,
         }
     }
 
@@ -291,6 +332,11 @@ impl Sandbox {
     /// What was probed.
     pub fn support(&self) -> &Support {
         &self.support
+    }
+
+    /// Landlock can restrict TCP connect to given ports (egress tools).
+    pub fn net_rules(&self) -> bool {
+        self.net_rules
     }
 
     /// Mechanisms not applied (empty when fully enforced).
@@ -311,13 +357,7 @@ impl Sandbox {
         home: &Path,
         run_id: &str,
     ) -> Result<(SandboxPlan, Option<CgroupGuard>), String> {
-        let home_dir = std::env::var_os("HOME").map(PathBuf::from);
-        let expand = |p: &String| -> PathBuf {
-            match (p.strip_prefix("~/"), &home_dir) {
-                (Some(rest), Some(h)) => h.join(rest),
-                _ => PathBuf::from(p),
-            }
-        };
+        let expand = |p: &String| tool.expand_path(p);
         let mut read_paths: Vec<PathBuf> = self.config.system_paths.iter().map(expand).collect();
         read_paths.extend(tool.config.read_paths.iter().map(expand));
         if let Ok(program) = &tool.program {
@@ -327,15 +367,23 @@ impl Sandbox {
             }
         }
         let mut write_paths = vec![workspace.to_path_buf(), home.to_path_buf()];
-        write_paths.extend(tool.config.write_paths.iter().map(expand));
+        for extra in tool.config.write_paths.iter().map(expand) {
+            // A shared cache the tool fills (e.g. cargo's registry for the
+            // fetch step) may not exist yet: create it, private to the host
+            // user, so the rule applies from the first call.
+            if let Err(e) = crate::util::private_dir::ensure(&extra) {
+                return Err(format!("write path of tool `{}`: {e}", tool.name));
+            }
+            write_paths.push(extra);
+        }
         let max_processes = tool
             .config
             .max_processes
             .unwrap_or(self.config.max_processes);
-        let cgroup = if self.cgroup {
+        let cgroup = if let Some(pool) = self.cgroups.as_ref().filter(|_| self.cgroup) {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let name = format!("{run_id}-{}-{n}", std::process::id());
-            match CgroupGuard::acquire(&self.cgroups, &name, max_processes) {
+            match pool.acquire(&name, max_processes) {
                 Ok(guard) => Some(guard),
                 Err(e) if self.config.mode == SandboxMode::Enforce => {
                     return Err(format!("cannot create the tool's pids cgroup: {e}"));
@@ -352,10 +400,12 @@ impl Sandbox {
             read_paths,
             write_paths,
             landlock: self.landlock,
-            isolate_network: self.netns && !tool.config.network,
+            scope_ipc: self.scopes,
+            connect_ports: None,
+            isolate_network: self.netns && !tool.config.uses_network(),
             network_namespace: self.netns_holder.as_ref().map(|h| h.path.clone()),
             pid_namespace: self.pidns,
-            cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
+            cgroup: cgroup.as_ref().map(|c| c.dir().to_path_buf()),
             limits: ProcessLimits {
                 cpu_secs: tool.config.cpu_secs,
                 address_space: tool.config.memory_mib.map(|m| m << 20),
@@ -365,81 +415,5 @@ impl Sandbox {
             },
         };
         Ok((plan, cgroup))
-    }
-}
-
-/// Emptied pids cgroups kept for reuse (creating and removing one per call
-/// costs more than the tool start itself); removed when the last user goes.
-#[derive(Debug, Default)]
-pub struct CgroupPool {
-    free: std::sync::Mutex<Vec<PathBuf>>,
-}
-
-impl Drop for CgroupPool {
-    fn drop(&mut self) {
-        let free = std::mem::take(&mut *self.free.lock().unwrap_or_else(|p| p.into_inner()));
-        for dir in free {
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-}
-
-/// A pids cgroup for one tool invocation; dropping it kills whatever is
-/// left inside and returns it, empty, to the pool.
-#[derive(Debug)]
-pub struct CgroupGuard {
-    dir: PathBuf,
-    pool: Arc<CgroupPool>,
-}
-
-impl CgroupGuard {
-    fn acquire(pool: &Arc<CgroupPool>, name: &str, max: u64) -> std::io::Result<Self> {
-        let reused = pool.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let dir = match reused {
-            Some(dir) => dir,
-            None => {
-                let dir = PathBuf::from(CGROUP_PIDS_ROOT).join(name);
-                std::fs::create_dir_all(&dir)?;
-                dir
-            }
-        };
-        std::fs::write(dir.join("pids.max"), max.to_string())?;
-        Ok(CgroupGuard {
-            dir,
-            pool: pool.clone(),
-        })
-    }
-
-    /// Processes still in the cgroup.
-    pub fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let pids = self.pids();
-            if pids.is_empty() {
-                self.pool
-                    .free
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(self.dir.clone());
-                return;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        tracing::warn!(dir = %self.dir.display(), "a tool's pids cgroup could not be emptied; not reused");
     }
 }

@@ -37,13 +37,30 @@ pub struct ToolConfig {
     #[serde(default = "default_output_limit")]
     pub output_limit_mib: u64,
     /// Whether the tool may use the network (otherwise it runs in an empty
-    /// network namespace).
+    /// network namespace). Prefer `egress`, which names what it may reach.
     #[serde(default)]
     pub network: bool,
-    /// Extra paths the tool may read and execute (`~/` = host home), e.g. a toolchain.
+    /// Hosts (`name:port`) the tool may reach, through the host's egress
+    /// proxy, and nothing else (landlock lets it connect to the proxy's port
+    /// only). Empty: no network.
+    #[serde(default)]
+    pub egress: Vec<String>,
+    /// A tool the host knows how to drive and check itself (`cargo-fetch`);
+    /// unset for ordinary tools.
+    #[serde(default)]
+    pub kind: Option<ToolKind>,
+    /// For `kind = "cargo-fetch"`: dependency sources allowed besides
+    /// crates.io and paths inside the target.
+    #[serde(default)]
+    pub sources: SourcePolicy,
+    /// Extra paths the tool may read and execute, e.g. a toolchain. `~/`
+    /// is the host user's home and `${NAME}` the value of variable `NAME`
+    /// in the tool's environment (`${RUSTUP_HOME}/toolchains`). Whatever a
+    /// tool can read, a submitter can read: never list credentials.
     #[serde(default)]
     pub read_paths: Vec<String>,
-    /// Extra paths the tool may write (besides the workspace and its home).
+    /// Extra paths the tool may write (besides the workspace and its home),
+    /// expanded like `read_paths`; created (mode 0700) when missing.
     #[serde(default)]
     pub write_paths: Vec<String>,
     /// Processes one invocation may have (default: `[sandbox] max_processes`).
@@ -58,6 +75,36 @@ pub struct ToolConfig {
     /// Address space in MiB (RLIMIT_AS), unlimited by default.
     #[serde(default)]
     pub memory_mib: Option<u64>,
+}
+
+/// Tools the host drives itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolKind {
+    /// `cargo fetch` of the crate at the call's `cwd`: the workflow passes
+    /// no arguments; the host checks the crate's dependency sources first,
+    /// runs cargo outside the target (so the target's `.cargo/config.toml`
+    /// is not read), and gives it network only through the egress proxy.
+    CargoFetch,
+}
+
+/// Dependency sources a `cargo-fetch` tool may fetch from, besides
+/// crates.io and path dependencies inside the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePolicy {
+    /// Registry index URLs, e.g. `sparse+https://cargo.example.com/index/`
+    /// (their hosts are added to `egress`).
+    #[serde(default)]
+    pub registries: Vec<String>,
+    /// Hosts git dependencies may come from, e.g. `github.com` (added to
+    /// `egress` on port 443).
+    #[serde(default)]
+    pub git: Vec<String>,
+    /// Allow path dependencies outside the target (they must also be
+    /// readable by the tool through `read_paths`).
+    #[serde(default)]
+    pub paths_outside: bool,
 }
 
 fn default_timeout() -> u64 {
@@ -79,6 +126,9 @@ impl ToolConfig {
             timeout_secs: default_timeout(),
             output_limit_mib: default_output_limit(),
             network: false,
+            egress: vec![],
+            kind: None,
+            sources: SourcePolicy::default(),
             read_paths: vec![],
             write_paths: vec![],
             max_processes: None,
@@ -89,6 +139,44 @@ impl ToolConfig {
         }
     }
 
+    /// Where the tool may go through the egress proxy: `egress`, and for a
+    /// `cargo-fetch` tool the hosts of the git hosts and registries its
+    /// `sources` allow (port 443).
+    pub fn egress_hosts(&self) -> Vec<(String, u16)> {
+        let mut hosts: Vec<(String, u16)> = self
+            .egress
+            .iter()
+            .filter_map(|h| crate::sandbox::egress::parse_host_port(h).ok())
+            .collect();
+        if self.kind == Some(ToolKind::CargoFetch) && !self.egress.is_empty() {
+            for g in &self.sources.git {
+                hosts.push((g.to_ascii_lowercase(), 443));
+            }
+            for r in &self.sources.registries {
+                let url = r
+                    .trim_start_matches("sparse+")
+                    .trim_start_matches("registry+");
+                if let Some(h) = url
+                    .strip_prefix("https://")
+                    .and_then(|rest| rest.split(['/', ':']).next())
+                    .filter(|h| !h.is_empty())
+                {
+                    hosts.push((h.to_ascii_lowercase(), 443));
+                }
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// True when the tool runs in the host's network namespace: it has the
+    /// whole network, or an egress list (which the proxy and landlock
+    /// narrow to the listed hosts).
+    pub fn uses_network(&self) -> bool {
+        self.network || !self.egress.is_empty()
+    }
+
     pub(crate) fn check(&self, name: &str) -> Result<()> {
         crate::manifest::check_name("tool", name).map_err(anyhow::Error::msg)?;
         if self.command.trim().is_empty() {
@@ -96,6 +184,18 @@ impl ToolConfig {
         }
         if self.timeout_secs == 0 {
             bail!("`timeout_secs` must be positive");
+        }
+        for host in &self.egress {
+            crate::sandbox::egress::parse_host_port(host)
+                .map_err(|e| anyhow::anyhow!("`egress`: {e}"))?;
+        }
+        if self.network && !self.egress.is_empty() {
+            bail!(
+                "`network = true` gives the tool the whole network, `egress` names what it may reach: set one of them"
+            );
+        }
+        if self.kind.is_none() && self.sources != SourcePolicy::default() {
+            bail!("`sources` applies to `kind = \"cargo-fetch\"` tools only");
         }
         Ok(())
     }
@@ -152,6 +252,39 @@ impl ResolvedTool {
             timeout: Duration::from_secs(config.timeout_secs),
             output_limit: usize::try_from(config.output_limit_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl ResolvedTool {
+    /// `path` with a leading `~/` replaced by the host user's home and each
+    /// `${NAME}` by the tool's environment value of `NAME` (empty when it
+    /// has none).
+    pub fn expand_path(&self, path: &str) -> PathBuf {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut text = String::new();
+        let mut rest = path;
+        while let Some(start) = rest.find("${") {
+            text.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            match after.find('}') {
+                Some(end) => {
+                    let name = &after[..end];
+                    if let Some((_, v)) = self.base_env.iter().find(|(k, _)| k == name) {
+                        text.push_str(v);
+                    }
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    text.push_str(&rest[start..]);
+                    rest = "";
+                }
+            }
+        }
+        text.push_str(rest);
+        match (text.strip_prefix("~/"), &home) {
+            (Some(tail), Some(home)) => home.join(tail),
+            _ => PathBuf::from(text),
         }
     }
 }
@@ -277,6 +410,9 @@ mod tests {
             timeout_secs: 5,
             output_limit_mib: 1,
             network: false,
+            egress: vec![],
+            kind: None,
+            sources: SourcePolicy::default(),
             read_paths: vec![],
             write_paths: vec![],
             max_processes: None,
@@ -285,6 +421,24 @@ mod tests {
             memory_mib: None,
             install: None,
         }
+    }
+
+    #[test]
+    fn paths_expand_home_and_the_tools_own_variables() {
+        let mut cfg = tool("true");
+        cfg.env_defaults = BTreeMap::from([("RUSTUP_HOME".into(), "/opt/rustup".into())]);
+        let t = ResolvedTool::resolve("true", &cfg);
+        assert_eq!(
+            t.expand_path("${RUSTUP_HOME}/toolchains"),
+            PathBuf::from("/opt/rustup/toolchains")
+        );
+        assert_eq!(t.expand_path("${NOT_SET}/x"), PathBuf::from("/x"));
+        assert_eq!(
+            t.expand_path("/a/${unclosed"),
+            PathBuf::from("/a/${unclosed")
+        );
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(t.expand_path("~/.cache/x"), home.join(".cache/x"));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::ffi::CString;
 use std::path::PathBuf;
 
 use landlock::{
-    ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, path_beneath_rules,
 };
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::resource::{Resource, setrlimit};
@@ -22,8 +22,31 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, execv, fork, getpid};
 use serde::{Deserialize, Serialize};
 
-/// The landlock ABI the rules are written for (fully enforced on ABI >= 5).
+/// The landlock ABI the filesystem rules are written for (fully enforced
+/// on ABI >= 5).
 pub const LANDLOCK_ABI: ABI = ABI::V5;
+/// The ABI that scopes abstract Unix sockets and signals to the sandbox.
+pub const LANDLOCK_SCOPE_ABI: i32 = 6;
+/// The ABI that can restrict TCP `connect` to given ports.
+pub const LANDLOCK_NET_ABI: i32 = 4;
+
+/// The landlock ABI version this kernel supports (0: none).
+pub fn kernel_landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: `landlock_create_ruleset(NULL, 0, VERSION)` only returns the
+    // ABI version (or -1 with errno); it reads no memory and creates no
+    // file descriptor.
+    #[allow(unsafe_code)]
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(v).unwrap_or(0).max(0)
+}
 
 /// What the supervisor applies to one tool process.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,6 +57,15 @@ pub struct SandboxPlan {
     pub write_paths: Vec<PathBuf>,
     /// Apply landlock (fail when it cannot be fully enforced).
     pub landlock: bool,
+    /// Also scope abstract Unix sockets and signals to the tool's own
+    /// landlock domain (ABI 6), so concurrent tools cannot reach each other.
+    #[serde(default)]
+    pub scope_ipc: bool,
+    /// TCP `connect` only to these ports (ABI 4); `None`: not restricted.
+    /// A tool whose traffic must go through the host's egress proxy gets
+    /// the proxy's port and nothing else.
+    #[serde(default)]
+    pub connect_ports: Option<Vec<u16>>,
     /// New network namespace (no network at all) unless the tool may use it.
     pub isolate_network: bool,
     /// Join this (empty, loopback down) network namespace instead of
@@ -207,9 +239,21 @@ pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
     // Everything in writable trees, except creating device nodes.
     let mut writable = AccessFs::from_all(abi);
     writable.remove(AccessFs::MakeChar | AccessFs::MakeBlock);
-    let status = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
-        .and_then(|r| r.create())
+        .map_err(|e| format!("landlock: {e}"))?;
+    if plan.scope_ipc {
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(|e| format!("landlock scopes: {e}"))?;
+    }
+    if plan.connect_ports.is_some() {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(|e| format!("landlock network rules: {e}"))?;
+    }
+    let mut created = ruleset
+        .create()
         .and_then(|r| {
             r.add_rules(path_beneath_rules(
                 existing(&plan.read_paths),
@@ -217,7 +261,14 @@ pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
             ))
         })
         .and_then(|r| r.add_rules(path_beneath_rules(existing(&plan.write_paths), writable)))
-        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("landlock: {e}"))?;
+    for port in plan.connect_ports.iter().flatten() {
+        created = created
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(|e| format!("landlock network rule for port {port}: {e}"))?;
+    }
+    let status = created
+        .restrict_self()
         .map_err(|e| format!("landlock: {e}"))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(format!(
@@ -262,6 +313,28 @@ pub fn hold_netns_main() -> ! {
     std::process::exit(0)
 }
 
+/// Runs `check` in a forked child and returns what it returned.
+fn probe_in_child(check: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    // SAFETY: the probe is single-threaded, so the child may run arbitrary
+    // code; it only applies a ruleset and exits.
+    #[allow(unsafe_code)]
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => match check() {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1)
+            }
+        },
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(other) => Err(format!("not enforced ({other:?})")),
+            Err(e) => Err(format!("waitpid: {e}")),
+        },
+        Err(e) => Err(format!("fork failed: {e}")),
+    }
+}
+
 /// `toolhost-supervisor --probe`: tries each mechanism in this throwaway
 /// process and prints what works, as JSON.
 pub fn probe_main() -> ! {
@@ -283,18 +356,42 @@ pub fn probe_main() -> ! {
         Ok(()) => put("rlimits", true, "setrlimit works".into()),
         Err(e) => put("rlimits", false, e.to_string()),
     }
-    let cg = PathBuf::from(CGROUP_PIDS_ROOT).join(format!("probe-{}", getpid()));
-    let cg_result =
-        std::fs::create_dir_all(&cg).and_then(|()| std::fs::write(cg.join("pids.max"), "64"));
-    let _ = std::fs::remove_dir(&cg);
-    match cg_result {
-        Ok(()) => put(
-            "pids_cgroup",
-            true,
-            format!("{CGROUP_PIDS_ROOT} is writable"),
-        ),
-        Err(e) => put("pids_cgroup", false, format!("{CGROUP_PIDS_ROOT}: {e}")),
-    }
+    // Scopes and network rules are tried in children, before this process
+    // restricts itself (a ruleset, once applied, cannot be lifted) and
+    // enters a new PID namespace (whose first child would be its init).
+    let abi = kernel_landlock_abi();
+    let scoped = probe_in_child(|| {
+        restrict(&SandboxPlan {
+            landlock: true,
+            scope_ipc: true,
+            ..Default::default()
+        })
+    });
+    put(
+        "landlock_scopes",
+        scoped.is_ok(),
+        match scoped {
+            Ok(()) => format!(
+                "abstract Unix sockets and signals are scoped to each tool (ABI {LANDLOCK_SCOPE_ABI})"
+            ),
+            Err(e) => format!("needs landlock ABI {LANDLOCK_SCOPE_ABI} (kernel has {abi}): {e}"),
+        },
+    );
+    let net = probe_in_child(|| {
+        restrict(&SandboxPlan {
+            landlock: true,
+            connect_ports: Some(vec![1]),
+            ..Default::default()
+        })
+    });
+    put(
+        "landlock_network",
+        net.is_ok(),
+        match net {
+            Ok(()) => format!("TCP connect can be limited to given ports (ABI {LANDLOCK_NET_ABI})"),
+            Err(e) => format!("needs landlock ABI {LANDLOCK_NET_ABI} (kernel has {abi}): {e}"),
+        },
+    );
     match unshare(CloneFlags::CLONE_NEWNET) {
         Ok(()) => put(
             "network_namespace",
@@ -316,13 +413,13 @@ pub fn probe_main() -> ! {
         Ok(()) => put(
             "landlock",
             true,
-            format!("fully enforced (rules for ABI {})", LANDLOCK_ABI as i32),
+            format!(
+                "fully enforced (kernel ABI {abi}, filesystem rules for ABI {})",
+                LANDLOCK_ABI as i32
+            ),
         ),
         Err(e) => put("landlock", false, e),
     }
     println!("{}", serde_json::Value::Object(report));
     std::process::exit(0)
 }
-
-/// Where per-tool pids cgroups are created (cgroup v1 pids hierarchy).
-pub const CGROUP_PIDS_ROOT: &str = "/sys/fs/cgroup/pids/toolhost";
