@@ -27,8 +27,12 @@ pub struct HostConfig {
     /// Where run records are written (`<data_dir>/runs/<run-id>/`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Where per-run workspaces are created; default: a directory in the
-    /// system temp dir, outside any project tree.
+    /// Where per-run workspaces are created; default:
+    /// `<temp dir>/toolhost-<uid>/work-<hash of data_dir>`, outside any
+    /// project tree and distinct for hosts with distinct data directories. Created
+    /// with mode 0700; refused when another user owns or may write it or an
+    /// ancestor, or when an ancestor holds configuration that tools would
+    /// read (see [`crate::engine::workdir`]).
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
     /// Settings for `toolhost host`.
@@ -50,6 +54,9 @@ pub struct HostConfig {
     /// Where targets, components and results are stored.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The file this configuration was read from (none: built in).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// `[storage]`: the blob store and the target cache.
@@ -63,6 +70,10 @@ pub struct StorageConfig {
     /// Size cap of this host's cache of unpacked targets.
     #[serde(default = "default_cache_mib")]
     pub target_cache_mib: u64,
+    /// Size cap of the compile cache (`<data_dir>/cache/components`); the
+    /// least recently used entries are removed past it.
+    #[serde(default = "default_compile_cache_mib")]
+    pub compile_cache_mib: u64,
     /// Largest unpacked target accepted.
     #[serde(default = "default_max_target_mib")]
     pub max_target_mib: u64,
@@ -72,6 +83,9 @@ pub struct StorageConfig {
 }
 
 fn default_cache_mib() -> u64 {
+    2048
+}
+fn default_compile_cache_mib() -> u64 {
     2048
 }
 fn default_max_target_mib() -> u64 {
@@ -86,6 +100,7 @@ impl Default for StorageConfig {
         StorageConfig {
             s3: None,
             target_cache_mib: default_cache_mib(),
+            compile_cache_mib: default_compile_cache_mib(),
             max_target_mib: default_max_target_mib(),
             max_target_files: default_max_target_files(),
         }
@@ -117,6 +132,11 @@ pub struct HostSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerticalConfig {
+    /// Use the built-in vertical of this name (`host/config/default.toml`),
+    /// tools and all, so a host config stays in step with the shipped one;
+    /// `tools` may then not be given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
     /// What this vertical is for.
     #[serde(default)]
     pub description: String,
@@ -147,9 +167,53 @@ impl HostConfig {
         config.toolbox = base.join(&config.toolbox);
         config.data_dir = base.join(&config.data_dir);
         config.work_dir = config.work_dir.map(|w| base.join(w));
+        config.use_builtin_verticals()?;
         config.apply_env();
         config.check()?;
         Ok(config)
+    }
+
+    /// Replaces each `builtin = true` vertical with the built-in one.
+    fn use_builtin_verticals(&mut self) -> Result<()> {
+        let wanted: Vec<String> = self
+            .verticals
+            .iter()
+            .filter(|(_, v)| v.builtin)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let builtin: HostConfig =
+            toml::from_str(DEFAULT_CONFIG).map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
+        for name in wanted {
+            let mine = &self.verticals[&name];
+            if !mine.tools.is_empty() {
+                bail!(
+                    "[verticals.{name}] sets `builtin = true` and its own tools; use one or the other"
+                );
+            }
+            let Some(theirs) = builtin.verticals.get(&name) else {
+                bail!(
+                    "[verticals.{name}] asks for the built-in vertical `{name}`, but the built-in ones are: {}",
+                    builtin.vertical_names()
+                );
+            };
+            let description = if mine.description.is_empty() {
+                theirs.description.clone()
+            } else {
+                mine.description.clone()
+            };
+            self.verticals.insert(
+                name,
+                VerticalConfig {
+                    builtin: false,
+                    description,
+                    tools: theirs.tools.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Applies `TOOLHOST_TEMPORAL_ADDRESS`, `TOOLHOST_TEMPORAL_NAMESPACE`,
@@ -223,8 +287,9 @@ impl HostConfig {
                         p
                     }
                 });
-                let config = Self::parse(&text, base)
+                let mut config = Self::parse(&text, base)
                     .with_context(|| format!("invalid host config `{}`", path.display()))?;
+                config.config_file = Some(path.clone());
                 Ok((config, path.display().to_string()))
             }
             None => Ok((
@@ -269,11 +334,13 @@ impl HostConfig {
     /// The directory per-run workspaces go to.
     pub fn work_dir(&self) -> PathBuf {
         self.work_dir.clone().unwrap_or_else(|| {
-            // SAFETY-free and portable: per-user, so two users never share it.
-            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            // Per user (by uid: `$USER` is whatever the environment says),
+            // so two users never share it, and per data directory, so two
+            // hosts on one machine never do either.
+            let data = crate::toolbox::digest(self.data_dir.as_os_str().as_encoded_bytes());
             std::env::temp_dir()
-                .join(format!("toolhost-{user}"))
-                .join("work")
+                .join(format!("toolhost-{}", crate::util::private_dir::uid()))
+                .join(format!("work-{}", &data[..8]))
         })
     }
 }
@@ -296,6 +363,27 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
         let err = HostConfig::parse("[host]\nvertical = 'go'\n", None).unwrap_err();
         assert!(format!("{err:#}").contains("no [verticals.go]"), "{err:#}");
+    }
+
+    #[test]
+    fn builtin_verticals_are_taken_whole() {
+        let c = HostConfig::parse("[verticals.rust]\nbuiltin = true\n", None).unwrap();
+        let builtin = HostConfig::parse(DEFAULT_CONFIG, None).unwrap();
+        let names =
+            |c: &HostConfig| -> Vec<String> { c.verticals["rust"].tools.keys().cloned().collect() };
+        assert_eq!(names(&c), names(&builtin));
+        assert!(c.verticals["rust"].tools.contains_key("cargo-fetch"));
+        let e = HostConfig::parse("[verticals.go]\nbuiltin = true\n", None).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("built-in ones are: python, rust"),
+            "{e:#}"
+        );
+        let e = HostConfig::parse(
+            "[verticals.rust]\nbuiltin = true\n[verticals.rust.tools.x]\ncommand = \"x\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("one or the other"), "{e:#}");
     }
 
     #[test]

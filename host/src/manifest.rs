@@ -186,3 +186,71 @@ mod tests {
         assert_ne!(a, Finding::derive_fingerprint("r", Some(&loc), "m2"));
     }
 }
+
+/// How an analysis step of a run ended (the `analyses` a workflow lists in
+/// its summary; see `toolhost_sdk::analysis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisStatus {
+    /// Ran to completion.
+    Ran,
+    /// Could not analyse: its findings are missing or incomplete.
+    Failed,
+    /// Not applicable to this target.
+    Skipped,
+    /// Turned off by a parameter.
+    Disabled,
+}
+
+/// One analysis step of a run, as its workflow reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Short name (`clippy`, `secrets`, ...).
+    pub name: String,
+    /// How it ended.
+    pub status: AnalysisStatus,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Most analyses read from one summary.
+const MAX_ANALYSES: usize = 64;
+/// Longest analysis name and reason kept, in bytes.
+const MAX_ANALYSIS_NAME: usize = 128;
+const MAX_ANALYSIS_REASON: usize = 8 * 1024;
+
+impl Analysis {
+    /// The analyses listed in a run summary's `analyses` array; entries
+    /// that do not have the documented shape are ignored, and names and
+    /// reasons are clipped (a guest wrote them).
+    pub fn from_summary(summary: &serde_json::Value) -> Vec<Analysis> {
+        let Some(list) = summary
+            .get("analyses")
+            .and_then(serde_json::Value::as_array)
+        else {
+            return Vec::new();
+        };
+        list.iter()
+            .take(MAX_ANALYSES)
+            .filter_map(|v| serde_json::from_value::<Analysis>(v.clone()).ok())
+            .map(|a| Analysis {
+                name: crate::text::clip_bytes(a.name, MAX_ANALYSIS_NAME),
+                status: a.status,
+                reason: a
+                    .reason
+                    .map(|r| crate::text::clip_bytes(r, MAX_ANALYSIS_REASON)),
+            })
+            .collect()
+    }
+
+    /// "analysis `clippy` failed: reason".
+    pub fn failure_text(&self) -> String {
+        match &self.reason {
+            Some(r) if !r.trim().is_empty() => {
+                format!("analysis `{}` failed: {}", self.name, r.trim())
+            }
+            _ => format!("analysis `{}` failed", self.name),
+        }
+    }
+}

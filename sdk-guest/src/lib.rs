@@ -5,7 +5,8 @@
 //! constants, the parameters are a typed serde struct whose JSON Schema is
 //! derived with `schemars`, and the host's capabilities are reached through
 //! the small modules below ([`tools`], [`workspace`], [`findings`],
-//! [`progress`], [`log`], [`durable`], [`artifacts`]). The raw WIT bindings
+//! [`progress`], [`log`], [`durable`], [`artifacts`]); [`analysis`] says in
+//! the summary which analysis steps ran and which failed. The raw WIT bindings
 //! stay private to this crate: authors never see them.
 //!
 //! ```ignore
@@ -41,6 +42,7 @@
 pub mod bindings;
 mod error;
 
+pub mod analysis;
 pub mod artifacts;
 pub mod durable;
 pub mod findings;
@@ -52,12 +54,14 @@ pub mod workspace;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use analysis::{Analysis, AnalysisStatus};
 pub use error::{Error, Result};
 pub use findings::{Finding, Severity, report};
 pub use progress::progress;
 
 /// Re-exports for `use toolhost_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::analysis::{Analysis, AnalysisStatus};
     pub use crate::findings::{Finding, Severity, report};
     pub use crate::progress::progress;
     pub use crate::tools::{self, ToolError, ToolOutput};

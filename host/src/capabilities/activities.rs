@@ -29,7 +29,9 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.activity(name, input_json).await;
         }
-        call_activity(self.run.clone(), &name, &input_json).await
+        let out = call_activity(self.run.clone(), &name, &input_json).await;
+        self.step_completed();
+        out
     }
 }
 

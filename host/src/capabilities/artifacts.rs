@@ -84,7 +84,9 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.artifact(name, Some(contents), None).await;
         }
-        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
+        let out = keep_artifact(&self.run.clone(), &name, &contents).await;
+        self.step_completed();
+        Ok(out)
     }
 
     async fn put_file(&mut self, name: String, path: String) -> anyhow::Result<Result<(), String>> {
@@ -100,7 +102,9 @@ impl Host for GuestState {
                 )));
             }
         };
-        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
+        let out = keep_artifact(&self.run.clone(), &name, &contents).await;
+        self.step_completed();
+        Ok(out)
     }
 
     async fn get(&mut self, name: String) -> anyhow::Result<Result<Option<Vec<u8>>, String>> {

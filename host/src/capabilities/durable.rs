@@ -28,8 +28,9 @@ impl Host for GuestState {
     async fn sleep_ms(&mut self, ms: u64) -> anyhow::Result<()> {
         let duration = Duration::from_millis(ms);
         if let Some(steps) = self.run.steps_for(self.kind) {
+            // Workflow time is now the time of the task in which the timer
+            // fired (the driver observed it from history).
             steps.sleep(duration).await?;
-            self.run.clock.advance(duration);
             return Ok(());
         }
         tokio::select! {
@@ -39,6 +40,7 @@ impl Host for GuestState {
         if self.durable_rng.is_some() {
             self.run.clock.advance(duration);
         }
+        self.step_completed();
         Ok(())
     }
 }

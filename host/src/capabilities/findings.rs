@@ -12,21 +12,12 @@ const MAX_TITLE: usize = 1024;
 const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_PATH: usize = 4096;
 
-/// Cuts `s` to at most `max` bytes on a char boundary, marking the cut.
-pub fn clip(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
+use crate::text::clip_bytes as clip;
 
-/// Converts a guest finding to the host form (clipped, fingerprinted).
-pub fn from_guest(f: WitFinding) -> Finding {
+/// Converts a guest finding to the host form: clipped, host paths
+/// replaced by `redactor` (so the fingerprint is the same on every host),
+/// fingerprinted.
+pub fn from_guest(f: WitFinding, redactor: &super::redact::Redactor) -> Finding {
     let rule_id = clip(f.rule_id, MAX_ID);
     let title = clip(f.title, MAX_TITLE);
     let mut message = clip(f.message, MAX_MESSAGE);
@@ -39,18 +30,23 @@ pub fn from_guest(f: WitFinding) -> Finding {
         end_line: l.end_line.filter(|&n| n > 0),
         start_column: l.start_column.filter(|&n| n > 0),
     });
-    let fingerprint = match f.fingerprint.filter(|fp| !fp.is_empty()) {
-        Some(fp) => clip(fp, MAX_ID),
-        None => Finding::derive_fingerprint(&rule_id, location.as_ref(), &message),
-    };
-    Finding {
+    let mut finding = redactor.finding(Finding {
         rule_id,
         title,
         message,
         severity: f.severity.into(),
         location,
-        fingerprint,
-    }
+        fingerprint: String::new(),
+    });
+    finding.fingerprint = match f.fingerprint.filter(|fp| !fp.is_empty()) {
+        Some(fp) => clip(fp, MAX_ID),
+        None => Finding::derive_fingerprint(
+            &finding.rule_id,
+            finding.location.as_ref(),
+            &finding.message,
+        ),
+    };
+    finding
 }
 
 /// What a finding counts against the output quota.
@@ -60,7 +56,7 @@ pub fn quota_len(f: &Finding) -> usize {
 
 impl Host for GuestState {
     async fn report(&mut self, finding: WitFinding) -> anyhow::Result<()> {
-        let f = from_guest(finding);
+        let f = from_guest(finding, &self.run.journal.redactor());
         let len = quota_len(&f);
         self.run.journal.add_finding(f, len)?;
         Ok(())

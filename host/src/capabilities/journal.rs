@@ -66,6 +66,10 @@ pub struct RunJournal {
     output_limit: u64,
     max_findings: usize,
     observer: Option<Observer>,
+    /// Set when the observer panicked: it is not called again.
+    observer_failed: std::sync::atomic::AtomicBool,
+    /// Replaces host paths in everything recorded.
+    redactor: std::sync::RwLock<super::redact::Redactor>,
 }
 
 const STDERR_TAIL_LINES: usize = 20;
@@ -92,6 +96,8 @@ impl RunJournal {
             output_limit: output_quota_mib.saturating_mul(1 << 20),
             max_findings,
             observer,
+            observer_failed: Default::default(),
+            redactor: Default::default(),
         })
     }
 
@@ -112,7 +118,38 @@ impl RunJournal {
             output_limit: output_quota_mib.saturating_mul(1 << 20),
             max_findings,
             observer,
+            observer_failed: Default::default(),
+            redactor: Default::default(),
         }
+    }
+
+    /// From now on, host paths `redactor` knows are replaced in everything
+    /// this journal records.
+    pub fn set_redactor(&self, redactor: super::redact::Redactor) {
+        *self.redactor.write().unwrap_or_else(|p| p.into_inner()) = redactor;
+    }
+
+    /// The journal's redactor (for text recorded elsewhere: the summary,
+    /// the error, findings).
+    pub fn redactor(&self) -> super::redact::Redactor {
+        self.redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn redact(&self, text: &str) -> String {
+        self.redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .text(text)
+    }
+
+    fn redact_value(&self, value: &mut Value) {
+        self.redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .value(value);
     }
 
     /// The captured log lines so far, removed from the journal.
@@ -147,9 +184,29 @@ impl RunJournal {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Tells the observer (a live display). Whatever it does, the run and
+    /// its record go on: a panicking observer is switched off and the
+    /// panic is logged, never propagated into the guest call that caused it.
     fn notify(&self, event: RunEvent) {
-        if let Some(observer) = &self.observer {
-            observer(&event);
+        use std::sync::atomic::Ordering;
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if self.observer_failed.load(Ordering::Relaxed) {
+            return;
+        }
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer(&event)));
+        if let Err(panic) = called {
+            self.observer_failed.store(true, Ordering::Relaxed);
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            self.host_log(
+                "warn",
+                &format!("the live display failed ({why}); the run goes on without it"),
+            );
         }
     }
 
@@ -180,6 +237,7 @@ impl RunJournal {
 
     /// Appends a guest log line, charged to the output quota.
     pub fn guest_log(&self, level: &str, source: &str, message: &str) -> Result<(), QuotaError> {
+        let message = &self.redact(message);
         {
             let mut inner = self.lock();
             Self::charge(&mut inner, self.output_limit, message.len())?;
@@ -204,6 +262,7 @@ impl RunJournal {
 
     /// Appends a host-side log line (not charged to the guest).
     pub fn host_log(&self, level: &str, message: &str) {
+        let message = &self.redact(message);
         Self::write_line(
             &mut self.lock(),
             json!({"level": level, "source": "host", "message": message}),
@@ -216,12 +275,14 @@ impl RunJournal {
     }
 
     /// Appends a structured record (e.g. a tool audit) to the log.
-    pub fn audit(&self, record: Value) {
+    pub fn audit(&self, mut record: Value) {
+        self.redact_value(&mut record);
         Self::write_line(&mut self.lock(), record);
     }
 
     /// Records a finding unless its fingerprint was seen; returns whether it was new.
     pub fn add_finding(&self, finding: Finding, encoded_len: usize) -> Result<bool, QuotaError> {
+        let finding = self.redactor().finding(finding);
         {
             let mut inner = self.lock();
             Self::charge(&mut inner, self.output_limit, encoded_len)?;
@@ -241,7 +302,8 @@ impl RunJournal {
     }
 
     /// Replaces the current progress statistics.
-    pub fn set_progress(&self, stats: Value, encoded_len: usize) -> Result<(), QuotaError> {
+    pub fn set_progress(&self, mut stats: Value, encoded_len: usize) -> Result<(), QuotaError> {
+        self.redact_value(&mut stats);
         {
             let mut inner = self.lock();
             Self::charge(&mut inner, self.output_limit, encoded_len)?;
@@ -287,5 +349,35 @@ impl RunJournal {
         if let Some(log) = self.lock().log.as_mut() {
             let _ = log.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_observer_is_switched_off_and_the_journal_goes_on() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let observer: Observer = Arc::new(move |_event: &RunEvent| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let s = format!("{}€", "a".repeat(99));
+            let mut cut = s.clone();
+            cut.truncate(100); // the bug this guards against: panics
+        });
+        let journal = RunJournal::capture(1, 10, Some(observer));
+        journal.guest_log("info", "guest", "first").unwrap();
+        journal.guest_log("info", "guest", "second").unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let lines = journal.lines();
+        let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+        assert_eq!(messages[0], "first");
+        assert!(
+            messages[1].contains("the live display failed")
+                && messages[1].contains("is_char_boundary"),
+            "{messages:?}"
+        );
+        assert_eq!(messages[2], "second");
     }
 }

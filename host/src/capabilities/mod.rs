@@ -5,11 +5,14 @@
 
 pub mod activities;
 pub mod artifacts;
+pub mod cargo_sources;
 pub mod durable;
+pub mod fetch;
 pub mod findings;
 pub mod journal;
 pub mod log;
 pub mod progress;
+pub mod redact;
 pub mod stop;
 pub mod tools;
 pub mod workspace;

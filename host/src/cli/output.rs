@@ -23,8 +23,40 @@ pub fn print_run_summary(record: &RunRecord, run_dir: &Path) {
         record.duration_ms as f64 / 1000.0,
         record.run_id
     );
+    // Guest and tool text: no escape sequence reaches the terminal.
+    let safe = crate::text::terminal_safe;
     if let Some(err) = &record.error {
-        println!("  reason: {err}");
+        println!("  reason: {}", safe(err).replace('\n', "\n          "));
+    }
+    if !record.analyses.is_empty() {
+        let width = record
+            .analyses
+            .iter()
+            .map(|a| a.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!("  analyses:");
+        for a in &record.analyses {
+            let status = serde_json::to_value(a.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let status = match (a.status, color) {
+                (crate::manifest::AnalysisStatus::Failed, true) => {
+                    format!("\x1b[31m{status:<8}\x1b[0m")
+                }
+                _ => format!("{status:<8}"),
+            };
+            let reason = a
+                .reason
+                .as_deref()
+                .map(|r| crate::text::display_line(r, 100))
+                .unwrap_or_default();
+            println!(
+                "    {:<width$}  {status}  {reason}",
+                crate::text::one_line(&a.name)
+            );
+        }
     }
     if !record.findings.is_empty() {
         println!();

@@ -101,9 +101,10 @@ pub async fn prepare(
             done["bytes"].as_u64().unwrap_or(0),
         ),
         None => {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(ActivityError::retry)?;
-            }
+            // Fresh, private, and checked again (nothing planted above it).
+            let dir =
+                crate::engine::workdir::create_scratch(&shared.config().work_dir(), &input.run_id)
+                    .map_err(|e| ActivityError::fatal(e.to_string()))?;
             let workspace = dir.join("workspace");
             let (files, bytes) = match &input.target {
                 Some(sha) => {
@@ -167,6 +168,16 @@ async fn context(
         .await
         .map_err(ActivityError::component)?;
     let config = shared.config();
+    let journal = Arc::new(RunJournal::capture(
+        config.limits.output_quota_mib,
+        config.limits.max_findings,
+        None,
+    ));
+    journal.set_redactor(crate::capabilities::redact::Redactor::for_run(
+        &dir.join("workspace"),
+        &dir.join("home"),
+        config,
+    ));
     Ok(Arc::new(RunContext {
         run_id: run_id.to_string(),
         info: wf.info.clone(),
@@ -175,15 +186,11 @@ async fn context(
         pre: wf.pre.clone(),
         tools: ToolGrant::for_workflow(config, &wf.info),
         sandbox: shared.sandbox.clone(),
-        workspace: Workspace::open(&dir.join("workspace"), config.limits.write_quota_mib)
+        workspace: Workspace::open(&dir.join("workspace"), &config.limits)
             .map_err(ActivityError::retry)?,
         tool_home: dir.join("home"),
         artifacts_dir: dir.join("artifacts"),
-        journal: Arc::new(RunJournal::capture(
-            config.limits.output_quota_mib,
-            config.limits.max_findings,
-            None,
-        )),
+        journal,
         stop,
         limits: config.limits.clone(),
         clock: WorkflowClock::new(run_id, 0),

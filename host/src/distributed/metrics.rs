@@ -26,6 +26,7 @@ struct Inner {
     steps: BTreeMap<String, Histogram>,
     step_failures: BTreeMap<String, u64>,
     tools: BTreeMap<String, u64>,
+    tasks_over_budget: u64,
 }
 
 /// The host's counters.
@@ -66,6 +67,12 @@ impl Metrics {
             .ended
             .entry((workflow.to_string(), status.as_str()))
             .or_default() += 1;
+    }
+
+    /// A workflow task was failed because workflow code computed past the
+    /// workflow-task budget.
+    pub fn workflow_task_over_budget(&self) {
+        self.lock().tasks_over_budget += 1;
     }
 
     /// A step (activity) of `kind` took `elapsed`.
@@ -144,6 +151,12 @@ impl Metrics {
                 label(kind)
             );
         }
+        out.push_str("# HELP toolhost_workflow_tasks_over_budget_total Workflow tasks failed (and retried by Temporal) because workflow code computed past workflow_task_budget_secs.\n# TYPE toolhost_workflow_tasks_over_budget_total counter\n");
+        let _ = writeln!(
+            out,
+            "toolhost_workflow_tasks_over_budget_total {}",
+            inner.tasks_over_budget
+        );
         out.push_str("# HELP toolhost_tool_invocations_total Native tool invocations, by tool.\n# TYPE toolhost_tool_invocations_total counter\n");
         for (tool, n) in &inner.tools {
             let _ = writeln!(

@@ -85,6 +85,8 @@ struct Run {
     guest_running: bool,
     end: Option<GuestEnd>,
     steps_done: u64,
+    /// Time of the latest workflow task from history (ms since the epoch).
+    task_ms: u64,
 }
 
 impl Drop for Run {
@@ -200,6 +202,24 @@ impl Driver {
         let mut cmds = Vec::new();
         let mut queries = Vec::new();
         let replaying = act.is_replaying;
+        // Workflow time is the time of this workflow task, from history
+        // (the same on replay), set before any step result wakes the guest.
+        // A query alone is not in history and moves nothing.
+        let from_history = act
+            .jobs
+            .iter()
+            .any(|j| !matches!(j.variant, Some(Job::QueryWorkflow(_)) | None));
+        let task_ms = act
+            .timestamp
+            .and_then(|t| std::time::SystemTime::try_from(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        if let (true, Some(ms), Some(run)) = (from_history, task_ms, slot.as_mut()) {
+            run.task_ms = run.task_ms.max(ms);
+            if let Some(ctx) = &run.ctx {
+                ctx.clock.observe(ms);
+            }
+        }
         for job in act.jobs {
             let Some(variant) = job.variant else { continue };
             match variant {
@@ -265,7 +285,12 @@ impl Driver {
             }
         }
         if let Some(run) = slot.as_mut() {
-            self.advance(run, &mut cmds, replaying).await;
+            if let Err(e) = self.advance(run, &mut cmds, replaying).await {
+                // Nothing of this task is kept: the next attempt replays
+                // the run from its history.
+                *slot = None;
+                return Err(e);
+            }
             for q in queries {
                 cmds.push(answer_query(run, q));
             }
@@ -313,6 +338,7 @@ impl Driver {
             guest_running: false,
             end: None,
             steps_done: 0,
+            task_ms: start_ms,
         };
         match parsed {
             Err(message) => {
@@ -562,7 +588,14 @@ impl Driver {
             pre: wf.pre.clone(),
             tools: ToolGrant::default(),
             sandbox: Arc::new(crate::sandbox::detect::Sandbox::unavailable()),
-            workspace: Workspace::open(&empty, 0)?,
+            workspace: Workspace::open(
+                &empty,
+                &crate::runtime::limits::GuestLimits {
+                    write_quota_mib: 0,
+                    max_read_mib: 0,
+                    ..Default::default()
+                },
+            )?,
             tool_home: empty.join("home"),
             artifacts_dir: empty.join("artifacts"),
             journal: Arc::new(RunJournal::capture(
@@ -576,6 +609,13 @@ impl Driver {
             steps: Some(steps),
             artifact_blobs: None,
         });
+        ctx.clock.observe(run.task_ms);
+        ctx.journal
+            .set_redactor(crate::capabilities::redact::Redactor::for_run(
+                &empty,
+                &empty.join("home"),
+                &config,
+            ));
         ctx.journal.host_log(
             "info",
             &format!(
@@ -628,7 +668,19 @@ impl Driver {
 
     /// Lets the guest compute until it suspends in a step or ends, and
     /// turns that into commands.
-    async fn advance(&self, run: &mut Run, cmds: &mut Vec<Cmd>, replaying: bool) {
+    ///
+    /// Workflow code that computes longer than the workflow-task budget
+    /// without a durable step fails the workflow *task*, not the run: how
+    /// long code takes depends on the host, so it may not decide an outcome
+    /// that replay must reproduce. Temporal retries the task (replaying the
+    /// run, here or elsewhere); a guest that never yields ends at its
+    /// execution timeout, recorded in history.
+    async fn advance(
+        &self,
+        run: &mut Run,
+        cmds: &mut Vec<Cmd>,
+        replaying: bool,
+    ) -> anyhow::Result<()> {
         let budget = Duration::from_secs(self.shared.temporal.workflow_task_budget_secs.max(1));
         while run.guest_running && run.end.is_none() {
             let (Some(calls), Some(end_rx)) = (run.calls.as_mut(), run.end_rx.as_mut()) else {
@@ -648,14 +700,12 @@ impl Driver {
                         g.abort();
                     }
                     run.guest_running = false;
-                    run.end = Some(GuestEnd {
-                        status: RunStatus::Failed,
-                        error: Some(format!(
-                            "workflow code computed for over {} s without a durable step; move heavy work into an activity (`ctx.activity`)",
-                            budget.as_secs()
-                        )),
-                        summary: Value::Null,
-                    });
+                    self.shared.metrics.workflow_task_over_budget();
+                    anyhow::bail!(
+                        "workflow code of run {} computed for over {} s without a durable step (`workflow_task_budget_secs`); the workflow task failed and Temporal retries it. Move heavy work into an activity (`ctx.activity`)",
+                        run.workflow_id,
+                        budget.as_secs()
+                    );
                 }
                 Ok(None) => {
                     run.guest_running = false;
@@ -741,6 +791,7 @@ impl Driver {
         if run.end.is_some() && matches!(run.pending, Pending::None) {
             self.conclude(run, cmds).await;
         }
+        Ok(())
     }
 
     /// The guest has ended: publish the results, or finish at once when
@@ -833,6 +884,9 @@ impl Driver {
                 .ctx
                 .as_ref()
                 .map(|c| artifact_names(&c.journal.lines()))
+                .unwrap_or_default(),
+            analyses: end
+                .map(|e| crate::manifest::Analysis::from_summary(&e.summary))
                 .unwrap_or_default(),
         }
     }

@@ -81,6 +81,13 @@ impl LocalEngine {
     /// `data_dir`. Fails when the tool sandbox cannot be set up as configured.
     pub fn new(toolbox: Arc<Toolbox>) -> anyhow::Result<Self> {
         let config = toolbox.config().clone();
+        super::workdir::prepare(&config.work_dir())?;
+        for warning in crate::sandbox::exposure::warnings(&crate::sandbox::exposure::scan_config(
+            &config,
+            config.config_file.as_deref(),
+        )) {
+            tracing::warn!("{warning}");
+        }
         let store = LocalStore::new(&config.data_dir);
         let sandbox = Arc::new(Sandbox::new(&config.sandbox)?);
         Ok(LocalEngine {
@@ -149,6 +156,11 @@ impl LocalEngine {
             )
             .map_err(|e| StartError::Setup(e.into()))?,
         );
+        journal.set_redactor(crate::capabilities::redact::Redactor::for_run(
+            &scratch.join("workspace"),
+            &scratch.join("home"),
+            &self.config,
+        ));
         Ok(Arc::new(RunContext {
             run_id: run_id.to_string(),
             info: wf.info.clone(),
@@ -157,11 +169,8 @@ impl LocalEngine {
             pre: wf.pre.clone(),
             tools: ToolGrant::for_workflow(&self.config, &wf.info),
             sandbox: self.sandbox.clone(),
-            workspace: Workspace::open(
-                &scratch.join("workspace"),
-                self.config.limits.write_quota_mib,
-            )
-            .map_err(|e| StartError::Setup(e.into()))?,
+            workspace: Workspace::open(&scratch.join("workspace"), &self.config.limits)
+                .map_err(|e| StartError::Setup(e.into()))?,
             tool_home: scratch.join("home"),
             artifacts_dir: run_dir.join("artifacts"),
             journal,
@@ -193,10 +202,8 @@ impl LocalEngine {
 
             // Per-run scratch: the workspace (a copy of the target) and a
             // private home for tools, side by side, outside any project tree.
-            let scratch = self.config.work_dir().join(&run_id);
-            if scratch.exists() {
-                std::fs::remove_dir_all(&scratch).map_err(|e| StartError::Setup(e.into()))?;
-            }
+            let scratch = super::workdir::create_scratch(&self.config.work_dir(), &run_id)
+                .map_err(|e| StartError::Setup(e.into()))?;
             let workspace_dir = scratch.join("workspace");
             let _cleanup = WorkspaceCleanup {
                 dir: scratch.clone(),
@@ -274,6 +281,7 @@ impl LocalEngine {
                 ),
             );
             journal.flush();
+            let analyses = crate::manifest::Analysis::from_summary(&summary);
             let record = RunRecord {
                 run_id: run_id.clone(),
                 workflow: wf.info.name.clone(),
@@ -293,6 +301,7 @@ impl LocalEngine {
                 findings,
                 progress: journal.progress().unwrap_or(Value::Null),
                 artifacts,
+                analyses,
             };
             record
                 .save(&self.store as &dyn BlobStore)
@@ -310,6 +319,14 @@ pub async fn execute(
     ctx: &Arc<RunContext>,
     params_json: &str,
 ) -> (RunStatus, Option<String>, Value) {
+    let (status, error, mut summary) = classify(ctx, params_json).await;
+    // The summary and the error carry guest and tool text: no host path.
+    let redactor = ctx.journal.redactor();
+    redactor.value(&mut summary);
+    (status, error.map(|e| redactor.text(&e)), summary)
+}
+
+async fn classify(ctx: &Arc<RunContext>, params_json: &str) -> (RunStatus, Option<String>, Value) {
     let mut store = match new_store(ctx.clone(), CodeKind::Workflow) {
         Ok(s) => s,
         Err(e) => return (RunStatus::Failed, Some(format!("{e:#}")), Value::Null),
@@ -336,7 +353,19 @@ pub async fn execute(
     match result {
         Some(Ok(Ok(summary))) => {
             let summary = serde_json::from_str(&summary).unwrap_or(Value::String(summary));
-            (RunStatus::Succeeded, None, summary)
+            // A workflow that completed but says an analysis could not run
+            // has not analysed the target: the run failed, with the reason,
+            // and keeps its summary and the other analyses' findings.
+            let failed: Vec<String> = crate::manifest::Analysis::from_summary(&summary)
+                .iter()
+                .filter(|a| a.status == crate::manifest::AnalysisStatus::Failed)
+                .map(crate::manifest::Analysis::failure_text)
+                .collect();
+            if failed.is_empty() {
+                (RunStatus::Succeeded, None, summary)
+            } else {
+                (RunStatus::Failed, Some(failed.join("\n")), summary)
+            }
         }
         Some(Ok(Err(message))) => (RunStatus::Failed, Some(message), Value::Null),
         Some(Err(trap)) => {

@@ -64,6 +64,10 @@ pub struct RunRecord {
     pub progress: Value,
     /// Names of stored artifacts.
     pub artifacts: Vec<String>,
+    /// The analysis steps the workflow reported in its summary (what ran,
+    /// what failed and why, what was skipped).
+    #[serde(default)]
+    pub analyses: Vec<crate::manifest::Analysis>,
 }
 
 /// Findings per severity.
@@ -110,6 +114,7 @@ impl RunRecord {
             ended_at: Some(&self.ended_at),
             succeeded: self.status == RunStatus::Succeeded,
             failure: self.error.as_deref(),
+            analyses: &self.analyses,
         };
         let mut out = Vec::new();
         // Writing to a Vec cannot fail.

@@ -54,6 +54,10 @@ pub struct SarifRun<'a> {
     pub succeeded: bool,
     /// Why the run failed; reported as an error notification when `succeeded` is false.
     pub failure: Option<&'a str>,
+    /// The analysis steps the workflow reported: each failed one is an
+    /// error notification (and makes the run unsuccessful), each skipped
+    /// one a note.
+    pub analyses: &'a [crate::manifest::Analysis],
 }
 
 /// The SARIF level of a severity: critical and high are `error`, medium is `warning`, the rest `note`.
@@ -305,15 +309,43 @@ fn invocation(run: &SarifRun<'_>) -> Value {
     if let Some(end) = run.ended_at.and_then(utc_timestamp) {
         inv.insert("endTimeUtc".into(), json!(end));
     }
-    if !run.succeeded {
+    use crate::manifest::AnalysisStatus;
+    let failed_analysis = run
+        .analyses
+        .iter()
+        .any(|a| a.status == AnalysisStatus::Failed);
+    let mut notes = Vec::new();
+    if !run.succeeded && !failed_analysis {
         let text = run
             .failure
             .and_then(|f| first_non_blank(&[f]))
             .unwrap_or(UNKNOWN_FAILURE);
-        inv.insert(
-            "toolExecutionNotifications".into(),
-            json!([{ "level": "error", "message": { "text": text } }]),
-        );
+        notes.push(json!({ "level": "error", "message": { "text": text } }));
+    }
+    for a in run.analyses {
+        let (level, text) = match a.status {
+            AnalysisStatus::Failed => ("error", a.failure_text()),
+            AnalysisStatus::Skipped => (
+                "note",
+                format!(
+                    "analysis `{}` skipped: {}",
+                    a.name,
+                    a.reason.as_deref().unwrap_or("not applicable")
+                ),
+            ),
+            AnalysisStatus::Ran | AnalysisStatus::Disabled => continue,
+        };
+        notes.push(json!({
+            "level": level,
+            "message": { "text": text },
+            "properties": { "analysis": a.name },
+        }));
+    }
+    if failed_analysis {
+        inv.insert("executionSuccessful".into(), json!(false));
+    }
+    if !notes.is_empty() {
+        inv.insert("toolExecutionNotifications".into(), Value::Array(notes));
     }
     Value::Object(inv)
 }
@@ -424,6 +456,7 @@ mod tests {
             ended_at: Some("2024-05-01T12:00:05.250Z"),
             succeeded: true,
             failure: None,
+            analyses: &[],
         }
     }
 
@@ -587,6 +620,50 @@ mod tests {
             doc["runs"][0]["invocations"][0]["toolExecutionNotifications"][0]["message"]["text"],
             UNKNOWN_FAILURE
         );
+    }
+
+    #[test]
+    fn a_failed_analysis_is_an_unsuccessful_execution_with_its_reason() {
+        use crate::manifest::{Analysis, AnalysisStatus};
+        let analyses = [
+            Analysis {
+                name: "secrets".into(),
+                status: AnalysisStatus::Ran,
+                reason: None,
+            },
+            Analysis {
+                name: "clippy".into(),
+                status: AnalysisStatus::Failed,
+                reason: Some("cargo exited 101: could not load Cargo configuration".into()),
+            },
+            Analysis {
+                name: "tests".into(),
+                status: AnalysisStatus::Skipped,
+                reason: Some("no Cargo.toml".into()),
+            },
+        ];
+        let partial = SarifRun {
+            succeeded: false,
+            failure: Some(
+                "analysis `clippy` failed: cargo exited 101: could not load Cargo configuration",
+            ),
+            analyses: &analyses,
+            ..run()
+        };
+        let doc = to_sarif(&partial, &[finding("secrets/x", Severity::High, None)]);
+        assert_valid(&doc);
+        let inv = &doc["runs"][0]["invocations"][0];
+        assert_eq!(inv["executionSuccessful"], false);
+        let notes = inv["toolExecutionNotifications"].as_array().unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes[0]["level"], "error");
+        assert_eq!(
+            notes[0]["message"]["text"],
+            "analysis `clippy` failed: cargo exited 101: could not load Cargo configuration"
+        );
+        assert_eq!(notes[0]["properties"]["analysis"], "clippy");
+        assert_eq!(notes[1]["level"], "note");
+        assert_eq!(results(&doc).len(), 1, "the other analyses' findings stay");
     }
 
     #[test]

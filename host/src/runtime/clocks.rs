@@ -1,6 +1,8 @@
 //! Deterministic clocks and randomness for workflow code: values depend only
-//! on the run's identity (id and recorded start time) and on durable sleeps,
-//! never on when or where the code happens to execute.
+//! on the run's identity (id and recorded start time), its durable sleeps
+//! and the times of its workflow tasks (from history in the distributed
+//! engine; when each durable step completed in the embedded one), never on
+//! when or where the code happens to execute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,8 @@ use rand::rngs::ChaCha12Rng;
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
-/// Workflow time: the run's recorded start plus the durable sleeps so far.
+/// Workflow time: the run's recorded start, moved on by durable sleeps and
+/// to the time of each workflow task.
 #[derive(Clone)]
 pub struct WorkflowClock {
     start_ms: u64,
@@ -44,6 +47,15 @@ impl WorkflowClock {
     pub fn advance(&self, by: Duration) {
         let ns = by.as_nanos().min(u64::MAX as u128) as u64;
         self.elapsed_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Moves workflow time to `at_ms` (a workflow task's time) unless it is
+    /// already later; it never goes back.
+    pub fn observe(&self, at_ms: u64) {
+        let ns = at_ms
+            .saturating_sub(self.start_ms)
+            .saturating_mul(1_000_000);
+        self.elapsed_ns.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
@@ -97,13 +109,25 @@ mod tests {
     }
 
     #[test]
-    fn clock_advances_only_with_sleeps() {
+    fn clock_advances_with_sleeps_and_workflow_tasks_only() {
         let c = WorkflowClock::new("r", 1_700_000_000_000);
         assert_eq!(c.now_ms(), 1_700_000_000_000);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(c.now_ms(), 1_700_000_000_000);
         c.advance(Duration::from_millis(1500));
         assert_eq!(c.now_ms(), 1_700_000_001_500);
+        c.observe(1_700_000_005_000);
+        assert_eq!(
+            c.now_ms(),
+            1_700_000_005_000,
+            "a later workflow task moves it on"
+        );
+        c.observe(1_700_000_002_000);
+        assert_eq!(
+            c.now_ms(),
+            1_700_000_005_000,
+            "an earlier one does not move it back"
+        );
         assert_ne!(
             WorkflowClock::new("a", 0).monotonic_base,
             WorkflowClock::new("b", 0).monotonic_base

@@ -130,8 +130,12 @@ pub struct TargetSummary {
     /// Distinct crash signatures.
     unique_crashes: u32,
     elapsed_secs: u64,
-    /// `budget`, `crash-repeated`, `max-crashes` or `exited`.
+    /// `budget`, `crash-repeated`, `max-crashes`, `interrupted` or `failed`.
     stopped: String,
+    /// Why fuzzing this target failed (the fuzzer exited without a crash
+    /// report), with the end of its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// The run summary.
@@ -139,6 +143,20 @@ pub struct TargetSummary {
 pub struct Summary {
     targets: Vec<TargetSummary>,
     findings: u32,
+    /// `build`, then `fuzz <target>` per target: what ran and what failed.
+    analyses: Vec<Analysis>,
+}
+
+impl Summary {
+    /// A run that stopped at the build: nothing was fuzzed.
+    fn build_failed(deps: Analysis, reason: String) -> Self {
+        log::warn!("{reason}");
+        Summary {
+            targets: Vec::new(),
+            findings: 0,
+            analyses: vec![deps, Analysis::failed("build", reason)],
+        }
+    }
 }
 
 pub struct CargoFuzzing;
@@ -148,7 +166,11 @@ impl Workflow for CargoFuzzing {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Runs a crate's cargo-fuzz targets for a time budget with live statistics; crashes become findings with their input and a reproduce command.";
     const VERTICAL: &'static str = "rust";
-    const TOOLS: &'static [&'static str] = &[TOOL, SYMBOLIZER];
+    const TOOLS: &'static [&'static str] = &[
+        toolhost_scanners::cargo::FETCH_TOOL,
+        TOOL,
+        SYMBOLIZER,
+    ];
     const TAGS: &'static [&'static str] = &["security", "fuzzing", "rust"];
     const TIMEOUT_SECS: u32 = 21600;
 
@@ -179,14 +201,25 @@ impl Workflow for CargoFuzzing {
             bail!("seed corpus `{seeds}` does not exist in the crate at `{cwd}`");
         }
 
+        // Tools are offline: the fuzz crate's dependencies (libfuzzer-sys,
+        // the crate itself) are fetched first.
+        let deps = toolhost_scanners::cargo::fetch_dependencies(&join(&crate_dir, "fuzz"))?;
+        if deps.is_failed() {
+            return Ok(Summary {
+                targets: Vec::new(),
+                findings: 0,
+                analyses: vec![deps, toolhost_scanners::cargo::not_built("build")],
+            });
+        }
+
         progress(&serde_json::json!({"phase": "listing targets"}));
         let listed = tools::run(TOOL).arg("list").cwd(&cwd).output()?;
         if !listed.success() {
-            bail!(
-                "`cargo fuzz list` failed ({:?}): {}",
+            return Ok(Summary::build_failed(deps, format!(
+                "`cargo fuzz list` failed (exit {:?}):\n{}",
                 listed.exit_code,
                 tail(&listed.stderr_str(), 20)
-            );
+            )));
         }
         let all: Vec<String> = listed
             .stdout_str()
@@ -220,16 +253,17 @@ impl Workflow for CargoFuzzing {
         build.extend(params.sanitizer.args());
         let built = tools::run(TOOL).args(build).cwd(&cwd).output()?;
         if !built.success() {
-            bail!(
-                "building the fuzz targets failed ({:?}):\n{}",
+            return Ok(Summary::build_failed(deps, format!(
+                "building the fuzz targets failed (exit {:?}):\n{}",
                 built.exit_code,
                 tail(&built.stderr_str(), 40)
-            );
+            )));
         }
 
         let mut summary = Summary {
             targets: Vec::new(),
             findings: 0,
+            analyses: vec![deps, Analysis::ran("build")],
         };
         for target in targets {
             let input = FuzzInput {
@@ -245,6 +279,11 @@ impl Workflow for CargoFuzzing {
                 max_crashes: params.max_crashes,
             };
             let done: TargetSummary = ctx.activity(FUZZ, &input)?;
+            let name = format!("fuzz {target}");
+            summary.analyses.push(match &done.error {
+                Some(why) => Analysis::failed(&name, why.clone()),
+                None => Analysis::ran(&name),
+            });
             summary.findings += done.unique_crashes;
             summary.targets.push(done);
         }
@@ -386,11 +425,12 @@ fn fuzz(input: FuzzInput) -> Result<TargetSummary> {
                 if why.is_empty() {
                     why = tail(&String::from_utf8_lossy(&stdout_tail), 30);
                 }
-                bail!(
+                s.error = Some(format!(
                     "`cargo fuzz run {}` exited with {:?} without a crash report:\n{why}",
-                    input.target,
-                    exit.exit_code
-                );
+                    input.target, exit.exit_code
+                ));
+                s.stopped = "failed".into();
+                break;
             }
             s.stopped = if interrupted {
                 "interrupted".into()
@@ -441,6 +481,7 @@ fn report_crash(
         .unwrap_or("")
         .to_string();
     symbolize(&mut crash, &root);
+    let crash = crash.relative_to(&root);
     let signature = crash.signature(&root);
     if !seen.insert(signature.clone()) {
         log::info!(

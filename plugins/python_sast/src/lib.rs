@@ -65,12 +65,12 @@ fn yes() -> bool {
 /// The run summary.
 #[derive(Serialize)]
 pub struct Summary {
-    /// `ran`, `disabled` or `failed`.
-    bandit: &'static str,
     /// Files Bandit could not parse.
     bandit_errors: usize,
     files_scanned: u64,
     findings: usize,
+    /// What ran, what failed and why.
+    analyses: Vec<Analysis>,
 }
 
 pub struct PythonSast;
@@ -91,16 +91,19 @@ impl Workflow for PythonSast {
     fn run(ctx: &Context, params: Params) -> Result<Summary> {
         let mut hits: Vec<Hit> = Vec::new();
         let mut files_scanned = 0;
+        let mut analyses = Vec::new();
         if params.scan_files {
             let out = scan_files(ctx, params.max_file_bytes)?;
             files_scanned = out.files_scanned;
             hits.extend(out.hits);
+            analyses.push(Analysis::ran("secrets"));
+        } else {
+            analyses.push(Analysis::disabled("secrets"));
         }
 
         let mut bandit_errors = 0;
-        let mut bandit_failure = None;
-        let bandit = if !params.bandit {
-            "disabled"
+        if !params.bandit {
+            analyses.push(Analysis::disabled("bandit"));
         } else {
             progress(&serde_json::json!({"phase": "bandit", "files_scanned": files_scanned}));
             match bandit(&params) {
@@ -116,28 +119,27 @@ impl Workflow for PythonSast {
                             .filter(|(_, c)| params.min_confidence.admits(*c))
                             .map(|(h, _)| h),
                     );
-                    "ran"
+                    analyses.push(Analysis::ran("bandit"));
                 }
                 Err(why) => {
                     toolhost_sdk::log::warn!("bandit failed: {why}");
-                    bandit_failure = Some(why);
-                    "failed"
+                    analyses.push(Analysis::failed(
+                        "bandit",
+                        format!(
+                            "bandit did not produce its report: {why} (`toolhost doctor` checks the python vertical's tools)"
+                        ),
+                    ));
                 }
             }
-        };
+        }
 
         // What the secret scan found is reported even when Bandit failed.
         let reported = report_hits(hits, params.min_severity);
-        if let Some(why) = bandit_failure {
-            return Err(Error::msg(format!(
-                "bandit did not produce its report: {why} (`toolhost doctor` checks the python vertical's tools)"
-            )));
-        }
         Ok(Summary {
-            bandit,
             bandit_errors,
             files_scanned,
             findings: reported,
+            analyses,
         })
     }
 

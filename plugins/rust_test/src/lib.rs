@@ -41,6 +41,8 @@ pub struct Summary {
     failed: u64,
     ignored: u64,
     findings: usize,
+    /// Whether the tests ran, and why not.
+    analyses: Vec<Analysis>,
 }
 
 pub struct RustTest;
@@ -51,7 +53,7 @@ impl Workflow for RustTest {
     const DESCRIPTION: &'static str =
         "Runs `cargo test` and reports each failing test, with its panic location.";
     const VERTICAL: &'static str = "rust";
-    const TOOLS: &'static [&'static str] = &["cargo"];
+    const TOOLS: &'static [&'static str] = &["cargo-fetch", "cargo"];
     const TAGS: &'static [&'static str] = &["testing", "rust"];
     const TIMEOUT_SECS: u32 = 7800;
 
@@ -62,6 +64,18 @@ impl Workflow for RustTest {
         let manifest = toolhost_scanners::join_path(&params.path, "Cargo.toml");
         if !workspace::exists(&manifest)? {
             bail!("no Cargo.toml at `{manifest}` in the target: point `path` at a Rust crate");
+        }
+        // Tools are offline: the crate's dependencies are fetched first.
+        let deps = toolhost_scanners::cargo::fetch_dependencies(&params.path)?;
+        if deps.is_failed() {
+            return Ok(Summary {
+                exit_code: None,
+                passed: 0,
+                failed: 0,
+                ignored: 0,
+                findings: 0,
+                analyses: vec![deps, toolhost_scanners::cargo::not_built("tests")],
+            });
         }
         let mut cmd = tools::run("cargo")
             .args(["test", "--no-fail-fast", "--color", "never"])
@@ -94,6 +108,26 @@ impl Workflow for RustTest {
             report(f.to_finding());
         }
         let (passed, failed, ignored) = totals(&stdout);
+        let ran_tests = stdout.lines().any(|l| l.starts_with("test result:"));
+        let build_failed = hits.iter().find(|h| h.rule_id == "test/build-failed");
+        let analysis = if ran_tests || out.success() {
+            Analysis::ran("tests")
+        } else if let Some(b) = build_failed {
+            Analysis::failed(
+                "tests",
+                format!("the tests do not compile: {} (a finding)", b.title),
+            )
+        } else {
+            Analysis::failed(
+                "tests",
+                format!(
+                    "cargo test stopped before running any test (exit {}):\n{}",
+                    out.exit_code
+                        .map_or("by a signal".into(), |c| c.to_string()),
+                    toolhost_scanners::tail_lines(&stderr, 20)
+                ),
+            )
+        };
         if out.truncated {
             toolhost_sdk::log::warn!(
                 "cargo test output was truncated; some failures may be missing"
@@ -109,6 +143,7 @@ impl Workflow for RustTest {
             failed,
             ignored,
             findings: hits.len(),
+            analyses: vec![deps, analysis],
         })
     }
 }

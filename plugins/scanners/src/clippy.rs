@@ -185,6 +185,77 @@ pub fn parse_clippy_json(stdout: &str) -> Vec<Hit> {
     dedup(hits)
 }
 
+/// How a `cargo clippy`/`cargo build --message-format=json` run went, from
+/// its JSON messages: whether the code was analysed at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// Cargo built (and linted) the crate; errors, if any, were lints the
+    /// crate denies, which are findings like any other.
+    Finished,
+    /// The crate's own code does not compile: lints that need a compiled
+    /// crate did not run. `first` is the first error's message.
+    CompileErrors { count: usize, first: String },
+    /// Cargo stopped before or outside the compiler (configuration,
+    /// dependency resolution, a failing build script, ...): nothing was
+    /// analysed. The reason is in cargo's stderr.
+    NotBuilt,
+}
+
+#[derive(Deserialize)]
+struct BuildFinished {
+    reason: Option<String>,
+    success: Option<bool>,
+}
+
+/// Reads the outcome of a cargo build from its JSON stdout.
+pub fn cargo_build_outcome(stdout: &str) -> BuildOutcome {
+    let mut finished = None;
+    let mut compile_errors = 0;
+    let mut denied_lints = 0;
+    let mut first = None;
+    for line in stdout.lines().map(str::trim).filter(|l| l.starts_with('{')) {
+        if let Ok(f) = serde_json::from_str::<BuildFinished>(line)
+            && f.reason.as_deref() == Some("build-finished")
+        {
+            finished = f.success;
+            continue;
+        }
+        let Ok(msg) = serde_json::from_str::<CargoMessage>(line) else {
+            continue;
+        };
+        let Some(d) = msg.message.filter(|_| msg.reason.as_deref() == Some("compiler-message"))
+        else {
+            continue;
+        };
+        // A lint a crate denies has the lint's name as code; a compile error
+        // an `E0xxx` code or none. "aborting due to ..." has no span.
+        let is_error_code = |code: &str| {
+            code.strip_prefix('E')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let is_lint = d.code.as_ref().is_some_and(|c| !is_error_code(&c.code));
+        if d.level == "error" && !d.spans.is_empty() {
+            if is_lint {
+                denied_lints += 1;
+            } else {
+                compile_errors += 1;
+                first.get_or_insert(d.message.clone());
+            }
+        }
+    }
+    match finished {
+        None => BuildOutcome::NotBuilt,
+        Some(true) => BuildOutcome::Finished,
+        Some(false) if compile_errors > 0 => BuildOutcome::CompileErrors {
+            count: compile_errors,
+            first: first.unwrap_or_default(),
+        },
+        // Only denied lints stopped the build: it was linted.
+        Some(false) if denied_lints > 0 => BuildOutcome::Finished,
+        Some(false) => BuildOutcome::NotBuilt,
+    }
+}
+
 fn diagnostic_hit(d: &Diagnostic) -> Option<Hit> {
     let is_error = match d.level.as_str() {
         "error" => true,
@@ -284,6 +355,41 @@ fn truncate(s: &str, max: usize) -> String {
         let mut out: String = s.chars().take(max - 3).collect();
         out.push_str("...");
         out
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    const FINISHED_OK: &str = r#"{"reason":"build-finished","success":true}"#;
+    const FINISHED_FAIL: &str = r#"{"reason":"build-finished","success":false}"#;
+    const E0308: &str = r#"{"reason":"compiler-message","message":{"message":"mismatched types","code":{"code":"E0308"},"level":"error","spans":[{"file_name":"src/lib.rs","line_start":3,"line_end":3,"column_start":5,"is_primary":true}],"children":[]}}"#;
+    const ABORTING: &str = r#"{"reason":"compiler-message","message":{"message":"aborting due to 1 previous error","code":null,"level":"error","spans":[],"children":[]}}"#;
+    const DENIED_LINT: &str = r#"{"reason":"compiler-message","message":{"message":"used `unwrap()`","code":{"code":"clippy::unwrap_used"},"level":"error","spans":[{"file_name":"src/lib.rs","line_start":3,"line_end":3,"column_start":5,"is_primary":true}],"children":[]}}"#;
+
+    #[test]
+    fn a_build_that_never_started_is_not_built() {
+        // `could not load Cargo configuration`: cargo prints to stderr only.
+        assert_eq!(cargo_build_outcome(""), BuildOutcome::NotBuilt);
+        // A build script failed: the build finished, unsuccessfully, with
+        // no compiler error.
+        assert_eq!(cargo_build_outcome(FINISHED_FAIL), BuildOutcome::NotBuilt);
+    }
+
+    #[test]
+    fn compile_errors_and_denied_lints_are_told_apart() {
+        let broken = [E0308, ABORTING, FINISHED_FAIL].join("\n");
+        assert_eq!(
+            cargo_build_outcome(&broken),
+            BuildOutcome::CompileErrors {
+                count: 1,
+                first: "mismatched types".into()
+            }
+        );
+        let denied = [DENIED_LINT, ABORTING, FINISHED_FAIL].join("\n");
+        assert_eq!(cargo_build_outcome(&denied), BuildOutcome::Finished);
+        assert_eq!(cargo_build_outcome(FINISHED_OK), BuildOutcome::Finished);
     }
 }
 

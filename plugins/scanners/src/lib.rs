@@ -16,7 +16,8 @@
 //!   and crash reports with a stable signature.
 //! * [`dedup`] removes duplicates and orders hits for reporting.
 //! * With the `sdk` feature, [`workspace`] is the workspace scan activity
-//!   that workflow plugins share.
+//!   that workflow plugins share, and [`cargo`] the dependency-fetch step of
+//!   the rust workflows.
 
 mod bandit;
 mod cargo_test;
@@ -26,11 +27,13 @@ mod rustlex;
 mod text;
 
 #[cfg(feature = "sdk")]
+pub mod cargo;
+#[cfg(feature = "sdk")]
 pub mod workspace;
 
 pub use bandit::{BanditReport, Confidence, parse_bandit_json};
 pub use cargo_test::parse_cargo_test;
-pub use clippy::parse_clippy_json;
+pub use clippy::{BuildOutcome, cargo_build_outcome, parse_clippy_json};
 pub use text::{scan_text, should_scan};
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +148,12 @@ pub fn join_path(dir: &str, file: &str) -> String {
     } else {
         format!("{dir}/{file}")
     }
+}
+
+/// The last `n` lines of `text` (a tool's output, for a failure reason).
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Removes hits whose fingerprint was already seen (the first one is kept),

@@ -288,8 +288,13 @@ impl Crash {
             .filter(|f| f.unresolved.is_none())
             .filter_map(|f| {
                 let rel = if f.function == "(panic)" {
-                    // Panic locations are relative to the crate already.
-                    f.file.as_str()
+                    // A panic location is relative to the workspace it was
+                    // compiled in, which for the crate under test (a path
+                    // dependency of the fuzz crate) is absolute.
+                    f.file
+                        .strip_prefix(root)
+                        .filter(|_| !root.is_empty())
+                        .unwrap_or(f.file.as_str())
                 } else {
                     f.file.strip_prefix(root).filter(|_| !root.is_empty())?
                 };
@@ -299,6 +304,16 @@ impl Crash {
                 })
             })
             .collect()
+    }
+
+    /// The crash with `root` (the crate's absolute path as the fuzzer saw
+    /// it, ending in `/`) removed from its summary and panic location, so
+    /// its text names crate-relative paths only.
+    pub fn relative_to(mut self, root: &str) -> Self {
+        if !root.is_empty() {
+            self.summary = self.summary.replace(root, "");
+        }
+        self
     }
 
     /// A stable identity of the bug: its kind and the crate's functions on
@@ -588,6 +603,18 @@ mod tests {
             parse_crash(&other_input).signature("/w/"),
             c.signature("/w/"),
             "same bug, other input"
+        );
+
+        // The crate under test is a path dependency of the fuzz crate, so
+        // its panic location is absolute: made crate-relative, with its line.
+        let abs = "thread '<unnamed>' (4242) panicked at /tmp/toolhost-0/work-1/run/workspace/src/lib.rs:20:18:\nattempt to add with overflow\n==7== ERROR: libFuzzer: deadly signal\nSUMMARY: libFuzzer: deadly signal\n";
+        let root = "/tmp/toolhost-0/work-1/run/workspace/";
+        let c = parse_crash(abs).relative_to(root);
+        assert_eq!(c.summary, "panicked at src/lib.rs:20:18: attempt to add with overflow");
+        let own = c.own_frames(root);
+        assert_eq!(
+            (own[0].file.as_str(), own[0].line, own[0].column),
+            ("src/lib.rs", 20, Some(18))
         );
 
         let timeout = "ALARM: working on the last Unit for 11 seconds\n==9== ERROR: libFuzzer: timeout after 11 seconds\nSUMMARY: libFuzzer: timeout\n";

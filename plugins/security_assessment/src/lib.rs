@@ -1,7 +1,8 @@
 //! `security_assessment`: finds hard-coded secrets and dangerous patterns
 //! (an activity scans every text file of the workspace) and turns
-//! `cargo clippy` diagnostics into findings; results are deduplicated and
-//! severities mapped consistently.
+//! `cargo clippy` diagnostics into findings, after fetching the crate's
+//! dependencies; results are deduplicated and severities mapped
+//! consistently, and the summary's `analyses` say what ran and what failed.
 
 use toolhost_scanners::workspace::{MinSeverity, SCAN_ACTIVITY, report_hits, scan_files};
 use toolhost_sdk::prelude::*;
@@ -36,8 +37,9 @@ fn yes() -> bool {
 #[derive(Serialize)]
 pub struct Summary {
     files_scanned: u64,
-    clippy: &'static str,
     findings: usize,
+    /// What ran, what failed and why, what was skipped.
+    analyses: Vec<Analysis>,
 }
 
 pub struct SecurityAssessment;
@@ -48,7 +50,7 @@ impl Workflow for SecurityAssessment {
     const DESCRIPTION: &'static str =
         "Finds hard-coded secrets, risky Rust patterns and clippy diagnostics.";
     const VERTICAL: &'static str = "rust";
-    const TOOLS: &'static [&'static str] = &["cargo-clippy"];
+    const TOOLS: &'static [&'static str] = &["cargo-fetch", "cargo-clippy"];
     const TAGS: &'static [&'static str] = &["security", "secrets", "rust", "sast"];
     const TIMEOUT_SECS: u32 = 3600;
 
@@ -58,60 +60,40 @@ impl Workflow for SecurityAssessment {
     fn run(ctx: &Context, params: Params) -> Result<Summary> {
         let mut hits = Vec::new();
         let mut files_scanned = 0;
+        let mut analyses = Vec::new();
         if params.scan_files {
             let out = scan_files(ctx, params.max_file_bytes)?;
             files_scanned = out.files_scanned;
             hits.extend(out.hits);
+            analyses.push(Analysis::ran("secrets"));
+        } else {
+            analyses.push(Analysis::disabled("secrets"));
         }
 
         let manifest = toolhost_scanners::join_path(&params.path, "Cargo.toml");
-        let clippy = if !params.clippy {
-            "disabled"
+        if !params.clippy {
+            analyses.push(Analysis::disabled("clippy"));
         } else if !workspace::exists(&manifest)? {
-            "skipped: no Cargo.toml"
+            analyses.push(Analysis::skipped("clippy", format!("no `{manifest}` in the target")));
         } else {
-            progress(&serde_json::json!({"phase": "cargo clippy", "files_scanned": files_scanned}));
-            let mut cmd = tools::run("cargo-clippy").args([
-                "--message-format=json",
-                "--all-targets",
-                "--quiet",
-                "--color",
-                "never",
-            ]);
-            if !params.path.is_empty() {
-                cmd = cmd.cwd(params.path.clone());
-            }
-            let out = cmd.output()?;
-            let clippy_hits = toolhost_scanners::parse_clippy_json(&out.stdout_str());
-            if !out.success() && clippy_hits.is_empty() {
-                toolhost_sdk::log::warn!(
-                    "cargo clippy failed (exit {:?}): {}",
-                    out.exit_code,
-                    out.stderr_str()
-                        .lines()
-                        .take(20)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-            hits.extend(clippy_hits.into_iter().map(|mut h| {
-                h.path = h
-                    .path
-                    .map(|p| toolhost_scanners::join_path(&params.path, &p));
-                h
-            }));
-            if out.success() || out.exit_code == Some(101) {
-                "ran"
+            // Tools are offline: the crate's dependencies are fetched first.
+            let deps = toolhost_scanners::cargo::fetch_dependencies(&params.path)?;
+            let fetched = !deps.is_failed();
+            analyses.push(deps);
+            if fetched {
+                let (analysis, clippy_hits) = clippy(&params, files_scanned)?;
+                analyses.push(analysis);
+                hits.extend(clippy_hits);
             } else {
-                "failed"
+                analyses.push(toolhost_scanners::cargo::not_built("clippy"));
             }
-        };
+        }
 
         let reported = report_hits(hits, params.min_severity);
         Ok(Summary {
             files_scanned,
-            clippy,
             findings: reported,
+            analyses,
         })
     }
 
@@ -123,6 +105,55 @@ impl Workflow for SecurityAssessment {
             other => Err(Error::msg(format!("unknown activity `{other}`"))),
         }
     }
+}
+
+/// Runs `cargo clippy` on the crate at `params.path`: its diagnostics
+/// (paths relative to the target) and whether it really analysed the code.
+fn clippy(params: &Params, files_scanned: u64) -> Result<(Analysis, Vec<toolhost_scanners::Hit>)> {
+    use toolhost_scanners::BuildOutcome;
+    progress(&serde_json::json!({"phase": "cargo clippy", "files_scanned": files_scanned}));
+    let mut cmd = tools::run("cargo-clippy").args([
+        "--message-format=json",
+        "--all-targets",
+        "--quiet",
+        "--color",
+        "never",
+    ]);
+    if !params.path.is_empty() {
+        cmd = cmd.cwd(params.path.clone());
+    }
+    let out = cmd.output()?;
+    let stdout = out.stdout_str();
+    let hits: Vec<_> = toolhost_scanners::parse_clippy_json(&stdout)
+        .into_iter()
+        .map(|mut h| {
+            h.path = h.path.map(|p| toolhost_scanners::join_path(&params.path, &p));
+            h
+        })
+        .collect();
+    let stderr_tail = || toolhost_scanners::tail_lines(&out.stderr_str(), 20);
+    let analysis = match toolhost_scanners::cargo_build_outcome(&stdout) {
+        BuildOutcome::Finished => Analysis::ran("clippy"),
+        BuildOutcome::CompileErrors { count, first } => Analysis::failed(
+            "clippy",
+            format!(
+                "the crate does not compile ({count} error{}, the first: {first}); clippy's lints need code that compiles (the errors are findings)",
+                if count == 1 { "" } else { "s" }
+            ),
+        ),
+        BuildOutcome::NotBuilt => Analysis::failed(
+            "clippy",
+            format!(
+                "cargo stopped before clippy could analyse the code (exit {}):\n{}",
+                out.exit_code.map_or("by a signal".into(), |c| c.to_string()),
+                stderr_tail()
+            ),
+        ),
+    };
+    if analysis.is_failed() {
+        toolhost_sdk::log::warn!("{}", analysis.reason.as_deref().unwrap_or_default());
+    }
+    Ok((analysis, hits))
 }
 
 toolhost_sdk::export_workflow!(SecurityAssessment);
