@@ -10,6 +10,9 @@ use toolhost::engine::{LocalEngine, RunRecord, RunStatus, StartError};
 use toolhost_tests::{TestHost, probe, request, try_run};
 
 mod display;
+mod fetch;
+mod isolation;
+mod secrets;
 
 // ---------------------------------------------------------------- helpers
 

@@ -3,6 +3,7 @@
 //! host config, toolbox, data and work directory, and runs workflows through
 //! the real host (library or `toolhost` binary).
 
+pub mod canaries;
 pub mod services;
 
 use std::path::{Path, PathBuf};
@@ -365,6 +366,10 @@ pub fn run_in_terminal(mut cmd: Command, timeout: std::time::Duration) -> (i32, 
         .stderr(slave(&pty.slave))
         .env("TERM", "xterm-256color");
     let mut child = cmd.spawn().expect("start the command on a terminal");
+    let shown = format!("{cmd:?}");
+    // The command holds copies of the terminal's slave side: only once they
+    // and ours are closed does reading the master end at the child's exit.
+    drop(cmd);
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let reader = std::thread::spawn(move || {
@@ -386,7 +391,7 @@ pub fn run_in_terminal(mut cmd: Command, timeout: std::time::Duration) -> (i32, 
         }
         if std::time::Instant::now() > end {
             let _ = child.kill();
-            panic!("{cmd:?} did not end within {timeout:?}");
+            panic!("{shown} did not end within {timeout:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };

@@ -97,9 +97,56 @@ async fn finds_the_planted_overflow_with_its_input_and_the_input_replays_it() {
         stderr.contains("ERROR: AddressSanitizer: heap-buffer-overflow")
             && stderr.contains("tlv_parse::checksum"),
         "{}",
-        &stderr[stderr.len().saturating_sub(3000)..]
+        toolhost::text::truncate_start(&stderr, 3000)
     );
     let _ = std::fs::remove_dir_all(host.config.work_dir().join(&record.run_id));
+}
+
+/// A Rust panic in the crate under test (a path dependency of the fuzz
+/// crate, compiled with absolute paths): its finding points at the panic's
+/// line and column, relative to the target, and no host path reaches the
+/// finding, the summary or the log.
+#[tokio::test]
+async fn a_panic_is_a_finding_at_its_line_and_column_without_host_paths() {
+    let host = TestHost::new(&["cargo_fuzzing"], "");
+    let engine = host.engine().await;
+    let record = run(
+        &engine,
+        "cargo_fuzzing",
+        &fixture("fuzz_crate"),
+        json!({"target": "header", "budget_secs": 60, "sanitizer": "none"}),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    let f = record
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "fuzzing/panic")
+        .unwrap_or_else(|| panic!("no panic finding: {:#?}", record.findings));
+    let loc = f.location.as_ref().expect("a location");
+    assert_eq!(
+        (loc.path.as_str(), loc.start_line, loc.start_column),
+        ("src/lib.rs", Some(44), Some(10)),
+        "{f:#?}"
+    );
+    assert!(
+        f.message
+            .contains("panicked at src/lib.rs:44:10: attempt to add with overflow"),
+        "{}",
+        f.message
+    );
+    let run_dir = host.config.data_dir.join("runs").join(&record.run_id);
+    let everything = toolhost_tests::canaries::all_text(&run_dir);
+    let work = host.config.work_dir().display().to_string();
+    assert!(
+        !everything.contains(&work),
+        "a host work path reached the record"
+    );
+    let home = std::env::var("HOME").unwrap();
+    assert!(
+        !everything.contains(&format!("{home}/")),
+        "the host's home reached the record"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +241,7 @@ async fn bad_parameters_and_unknown_targets_are_refused_with_what_to_do() {
     assert_eq!(record.status, RunStatus::Failed);
     let err = record.error.unwrap_or_default();
     assert!(
-        err.contains("fuzz target `nope` not found") && err.contains("checksum, parse"),
+        err.contains("fuzz target `nope` not found") && err.contains("checksum, header, parse"),
         "{err}"
     );
 

@@ -4,8 +4,18 @@
 
 use serde_json::json;
 use toolhost::engine::RunStatus;
-use toolhost::manifest::Severity;
+use toolhost::manifest::{AnalysisStatus, Severity};
 use toolhost_tests::{TestHost, assert_valid_sarif, fixture, run};
+
+/// How analysis `name` of a run ended.
+fn analysis(record: &toolhost::engine::RunRecord, name: &str) -> AnalysisStatus {
+    record
+        .analyses
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no analysis `{name}` in {:?}", record.analyses))
+        .status
+}
 
 /// (rule, file, line, severity) rows of `vulnerable_crate/PLANTED.md`.
 fn planted() -> Vec<(String, String, u32, Severity)> {
@@ -58,7 +68,8 @@ async fn security_assessment_finds_every_planted_issue() {
             .iter()
             .all(|f| !f.message.contains("AKIAIOSFODNN7EXAMPLE"))
     );
-    assert_eq!(record.summary["clippy"], "ran");
+    assert_eq!(analysis(&record, "clippy"), AnalysisStatus::Ran);
+    assert_eq!(analysis(&record, "dependencies"), AnalysisStatus::Ran);
 
     let sarif: serde_json::Value =
         serde_json::from_slice(&record.sarif_bytes()).expect("SARIF is JSON");
@@ -109,7 +120,7 @@ async fn security_assessment_filters_by_min_severity() {
     assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
     assert!(!record.findings.is_empty());
     assert!(record.findings.iter().all(|f| f.severity >= Severity::High));
-    assert_eq!(record.summary["clippy"], "disabled");
+    assert_eq!(analysis(&record, "clippy"), AnalysisStatus::Disabled);
 }
 
 #[tokio::test]
@@ -208,7 +219,12 @@ async fn python_sast_finds_every_planted_issue() {
     )
     .await;
     assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
-    assert_eq!(record.summary["bandit"], "ran", "{}", record.summary);
+    assert_eq!(
+        analysis(&record, "bandit"),
+        AnalysisStatus::Ran,
+        "{}",
+        record.summary
+    );
 
     let expected = planted_in("vulnerable_python");
     assert!(expected.len() >= 10, "PLANTED.md lists the issues");
@@ -308,11 +324,13 @@ async fn python_sast_without_bandit_fails_says_how_to_install_and_keeps_the_secr
     assert_eq!(record.status, RunStatus::Failed, "{:?}", record.error);
     let err = record.error.clone().unwrap_or_default();
     assert!(
-        err.contains("bandit did not produce its report")
+        err.contains("analysis `bandit` failed: bandit did not produce its report")
             && err.contains("/nonexistent/toolhost/bandit")
             && err.contains("install it: python3 -m venv"),
         "{err}"
     );
+    assert_eq!(analysis(&record, "bandit"), AnalysisStatus::Failed);
+    assert_eq!(record.summary["files_scanned"], 5, "the summary is kept");
     // The secret scan ran before, and its findings are kept.
     assert!(
         record
@@ -323,4 +341,105 @@ async fn python_sast_without_bandit_fails_says_how_to_install_and_keeps_the_secr
         record.findings
     );
     assert_valid_sarif(&serde_json::from_slice(&record.sarif_bytes()).unwrap());
+}
+
+/// A clean crate copied with `extra` files written into it.
+fn clean_crate_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("clean_crate");
+    for entry in walkdir(&src) {
+        let rel = entry.strip_prefix(&src).unwrap();
+        let to = dir.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    for (path, text) in extra {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// clippy that never analysed anything (cargo could not even load its
+/// configuration) is a failed analysis, a failed run, and an unsuccessful
+/// SARIF invocation with the reason, never "clippy found nothing".
+#[tokio::test]
+async fn clippy_that_could_not_run_fails_the_analysis_with_its_reason() {
+    let host = TestHost::new(&["security_assessment"], "");
+    let engine = host.engine().await;
+    let target = clean_crate_with(&[(".cargo/config.toml", "this is [ not toml")]);
+    let record = run(&engine, "security_assessment", target.path(), json!({})).await;
+    assert_eq!(record.status, RunStatus::Failed, "{:#}", record.summary);
+    assert_eq!(analysis(&record, "clippy"), AnalysisStatus::Failed);
+    assert_eq!(analysis(&record, "secrets"), AnalysisStatus::Ran);
+    let error = record.error.clone().unwrap();
+    assert!(
+        error.contains(
+            "analysis `clippy` failed: cargo stopped before clippy could analyse the code"
+        ) && error.contains("could not load Cargo configuration"),
+        "{error}"
+    );
+    let sarif: serde_json::Value = serde_json::from_slice(&record.sarif_bytes()).unwrap();
+    assert_valid_sarif(&sarif);
+    let inv = &sarif["runs"][0]["invocations"][0];
+    assert_eq!(inv["executionSuccessful"], false);
+    let notes = inv["toolExecutionNotifications"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n["level"] == "error"
+            && n["properties"]["analysis"] == "clippy"
+            && n["message"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("could not load Cargo configuration")),
+        "{notes:?}"
+    );
+}
+
+/// A crate whose code does not compile: clippy's lints did not run, which
+/// the analysis says, and the compile error is a finding.
+#[tokio::test]
+async fn a_crate_that_does_not_compile_fails_the_clippy_analysis() {
+    let host = TestHost::new(&["security_assessment"], "");
+    let engine = host.engine().await;
+    let target = clean_crate_with(&[("src/broken.rs", "pub fn f() -> u32 { \"text\" }\n")]);
+    let lib = std::fs::read_to_string(target.path().join("src/lib.rs")).unwrap();
+    std::fs::write(
+        target.path().join("src/lib.rs"),
+        format!("{lib}\npub mod broken;\n"),
+    )
+    .unwrap();
+    let record = run(&engine, "security_assessment", target.path(), json!({})).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    let clippy = record.analyses.iter().find(|a| a.name == "clippy").unwrap();
+    assert_eq!(clippy.status, AnalysisStatus::Failed);
+    let why = clippy.reason.as_deref().unwrap();
+    assert!(
+        why.contains("does not compile") && why.contains("mismatched types"),
+        "{why}"
+    );
+    assert!(
+        record.findings.iter().any(|f| f.rule_id == "rustc/E0308"
+            && f.location
+                .as_ref()
+                .is_some_and(|l| l.path == "src/broken.rs" && l.start_line == Some(1))),
+        "{:#?}",
+        record.findings
+    );
 }

@@ -16,8 +16,7 @@ commands:
   build-test-components   build tests/components/ into target/test-toolbox/
   setup                   install what is missing: the rust targets, cargo-component, the
                           python vertical's Bandit environment (~/.toolhost/python), and
-                          for fuzzing the nightly toolchain, cargo-fuzz, llvm-symbolizer
-                          and the fuzz fixture's dependencies
+                          for fuzzing the nightly toolchain, cargo-fuzz and llvm-symbolizer
   lint                    cargo fmt --check and cargo clippy -D warnings on all workspaces
   bench                   build in release and run the benchmarks (report: target/bench/report.md)
   bench --distributed     the same for distributed mode, against the dev services
@@ -124,9 +123,9 @@ fn setup() -> Result<()> {
 /// cargo-fuzz, pinned, for the rust vertical's `cargo-fuzz` tool.
 const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
 
-/// The rust vertical's fuzzing tools: the nightly toolchain, cargo-fuzz,
-/// llvm-symbolizer (crash stacks), and the fuzz fixture's dependencies in
-/// the cargo cache (tools run offline).
+/// The rust vertical's fuzzing tools: the nightly toolchain, cargo-fuzz and
+/// llvm-symbolizer (crash stacks). Dependencies of a fuzzed crate are
+/// fetched by the workflows themselves (the `cargo-fetch` tool).
 fn setup_fuzzing() -> Result<()> {
     let has_nightly = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--version"])
@@ -163,14 +162,7 @@ fn setup_fuzzing() -> Result<()> {
             );
         }
     }
-    run(Command::new("rustup").current_dir(root()).args([
-        "run",
-        "nightly",
-        "cargo",
-        "fetch",
-        "--manifest-path",
-        "tests/fixtures/fuzz_crate/fuzz/Cargo.toml",
-    ]))
+    Ok(())
 }
 
 /// Bandit, pinned, for the python vertical.

@@ -29,9 +29,7 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.activity(name, input_json).await;
         }
-        let out = call_activity(self.run.clone(), &name, &input_json).await;
-        self.step_completed();
-        out
+        call_activity(self.run.clone(), &name, &input_json).await
     }
 }
 

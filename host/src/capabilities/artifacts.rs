@@ -84,9 +84,7 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.artifact(name, Some(contents), None).await;
         }
-        let out = keep_artifact(&self.run.clone(), &name, &contents).await;
-        self.step_completed();
-        Ok(out)
+        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
     }
 
     async fn put_file(&mut self, name: String, path: String) -> anyhow::Result<Result<(), String>> {
@@ -102,9 +100,7 @@ impl Host for GuestState {
                 )));
             }
         };
-        let out = keep_artifact(&self.run.clone(), &name, &contents).await;
-        self.step_completed();
-        Ok(out)
+        Ok(keep_artifact(&self.run.clone(), &name, &contents).await)
     }
 
     async fn get(&mut self, name: String) -> anyhow::Result<Result<Option<Vec<u8>>, String>> {

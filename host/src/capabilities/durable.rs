@@ -40,7 +40,6 @@ impl Host for GuestState {
         if self.durable_rng.is_some() {
             self.run.clock.advance(duration);
         }
-        self.step_completed();
         Ok(())
     }
 }

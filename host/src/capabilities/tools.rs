@@ -36,9 +36,7 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.tool(tool, args, options).await;
         }
-        let out = run_tool(&self.run, &tool, args, options).await;
-        self.step_completed();
-        Ok(out)
+        Ok(run_tool(&self.run, &tool, args, options).await)
     }
 
     async fn start(

@@ -273,9 +273,7 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.read(path).await;
         }
-        let out = self.run.workspace.read(&path);
-        self.step_completed();
-        Ok(out)
+        Ok(self.run.workspace.read(&path))
     }
 
     async fn write(
@@ -286,9 +284,7 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.write(path, contents).await;
         }
-        let out = self.run.workspace.write(&path, &contents);
-        self.step_completed();
-        Ok(out)
+        Ok(self.run.workspace.write(&path, &contents))
     }
 
     async fn list_dir(
@@ -299,18 +295,14 @@ impl Host for GuestState {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.list_dir(path, recursive).await;
         }
-        let out = self.run.workspace.list(&path, recursive);
-        self.step_completed();
-        Ok(out)
+        Ok(self.run.workspace.list(&path, recursive))
     }
 
     async fn exists(&mut self, path: String) -> anyhow::Result<Result<bool, FsError>> {
         if let Some(steps) = self.run.steps_for(self.kind) {
             return steps.exists(path).await;
         }
-        let out = self.run.workspace.exists(&path);
-        self.step_completed();
-        Ok(out)
+        Ok(self.run.workspace.exists(&path))
     }
 }
 

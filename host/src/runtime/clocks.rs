@@ -1,8 +1,7 @@
 //! Deterministic clocks and randomness for workflow code: values depend only
 //! on the run's identity (id and recorded start time), its durable sleeps
-//! and the times of its workflow tasks (from history in the distributed
-//! engine; when each durable step completed in the embedded one), never on
-//! when or where the code happens to execute.
+//! and, in the distributed engine, the times of its workflow tasks (from
+//! history), never on when or where the code happens to execute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +12,8 @@ use rand::rngs::ChaCha12Rng;
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
-/// Workflow time: the run's recorded start, moved on by durable sleeps and
-/// to the time of each workflow task.
+/// Workflow time: the run's recorded start, moved on by durable sleeps and,
+/// in the distributed engine, to the time of each workflow task.
 #[derive(Clone)]
 pub struct WorkflowClock {
     start_ms: u64,

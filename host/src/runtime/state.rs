@@ -42,18 +42,6 @@ pub struct GuestState {
     pub(crate) durable_rng: Option<ChaCha12Rng>,
 }
 
-impl GuestState {
-    /// Called when a durable step of embedded workflow code completes: the
-    /// embedded engine's equivalent of the next workflow task, so workflow
-    /// time moves on to now, as it moves to the task's time from history
-    /// in the distributed engine (see `WorkflowClock::observe`).
-    pub fn step_completed(&self) {
-        if self.kind == CodeKind::Workflow && self.run.steps.is_none() {
-            self.run.clock.observe(crate::util::now_ms());
-        }
-    }
-}
-
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

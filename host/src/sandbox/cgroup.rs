@@ -159,7 +159,10 @@ impl CgroupRoot {
     pub fn probe(&self) -> Result<String, String> {
         self.prepare()
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let dir = self.dir.join(format!("probe-{}", std::process::id()));
+        // Unique per probe: several engines of one process may probe at once.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.dir.join(format!("probe-{}-{n}", std::process::id()));
         let result =
             std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("pids.max"), "64"));
         let kill = self.hierarchy == Hierarchy::V2 && dir.join("cgroup.kill").exists();
