@@ -66,7 +66,7 @@ async fn security_assessment_finds_every_planted_issue() {
         record
             .findings
             .iter()
-            .all(|f| !f.message.contains("AKIAIOSFODNN7EXAMPLE"))
+            .all(|f| !f.message.contains("AKIAQYLPMN5HHHFPZAM2"))
     );
     assert_eq!(analysis(&record, "clippy"), AnalysisStatus::Ran);
     assert_eq!(analysis(&record, "dependencies"), AnalysisStatus::Ran);
@@ -257,7 +257,7 @@ async fn python_sast_finds_every_planted_issue() {
         record
             .findings
             .iter()
-            .all(|f| !f.message.contains("AKIAIOSFODNN7EXAMPLE"))
+            .all(|f| !f.message.contains("AKIAQYLPMN5HHHFPZAM2"))
     );
     assert_valid_sarif(&serde_json::from_slice(&record.sarif_bytes()).unwrap());
 }

@@ -166,11 +166,8 @@ impl Workflow for CargoFuzzing {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Runs a crate's cargo-fuzz targets for a time budget with live statistics; crashes become findings with their input and a reproduce command.";
     const VERTICAL: &'static str = "rust";
-    const TOOLS: &'static [&'static str] = &[
-        toolhost_scanners::cargo::FETCH_TOOL,
-        TOOL,
-        SYMBOLIZER,
-    ];
+    const TOOLS: &'static [&'static str] =
+        &[toolhost_scanners::cargo::FETCH_TOOL, TOOL, SYMBOLIZER];
     const TAGS: &'static [&'static str] = &["security", "fuzzing", "rust"];
     const TIMEOUT_SECS: u32 = 21600;
 
@@ -215,11 +212,14 @@ impl Workflow for CargoFuzzing {
         progress(&serde_json::json!({"phase": "listing targets"}));
         let listed = tools::run(TOOL).arg("list").cwd(&cwd).output()?;
         if !listed.success() {
-            return Ok(Summary::build_failed(deps, format!(
-                "`cargo fuzz list` failed (exit {:?}):\n{}",
-                listed.exit_code,
-                tail(&listed.stderr_str(), 20)
-            )));
+            return Ok(Summary::build_failed(
+                deps,
+                format!(
+                    "`cargo fuzz list` failed (exit {:?}):\n{}",
+                    listed.exit_code,
+                    tail(&listed.stderr_str(), 20)
+                ),
+            ));
         }
         let all: Vec<String> = listed
             .stdout_str()
@@ -253,11 +253,14 @@ impl Workflow for CargoFuzzing {
         build.extend(params.sanitizer.args());
         let built = tools::run(TOOL).args(build).cwd(&cwd).output()?;
         if !built.success() {
-            return Ok(Summary::build_failed(deps, format!(
-                "building the fuzz targets failed (exit {:?}):\n{}",
-                built.exit_code,
-                tail(&built.stderr_str(), 40)
-            )));
+            return Ok(Summary::build_failed(
+                deps,
+                format!(
+                    "building the fuzz targets failed (exit {:?}):\n{}",
+                    built.exit_code,
+                    tail(&built.stderr_str(), 40)
+                ),
+            ));
         }
 
         let mut summary = Summary {

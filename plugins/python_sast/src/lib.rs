@@ -3,7 +3,9 @@
 //! workspace scan as `security_assessment` (shared through
 //! `toolhost-scanners`) finds committed secrets.
 
-use toolhost_scanners::workspace::{MinSeverity, SCAN_ACTIVITY, report_hits, scan_files};
+use toolhost_scanners::workspace::{
+    MinSeverity, SCAN_ACTIVITY, ScanInput, report_hits, scan_files,
+};
 use toolhost_scanners::{Confidence, Hit};
 use toolhost_sdk::prelude::*;
 
@@ -35,6 +37,15 @@ pub struct Params {
     /// Report only findings at least this severe.
     #[serde(default)]
     pub min_severity: MinSeverity,
+    /// Secret rules in the gitleaks TOML format that extend the built-in
+    /// ones: new rules, allowlists (paths, regexes), stopwords.
+    #[serde(default)]
+    #[schemars(length(max = 1048576))]
+    pub secret_rules: Option<String>,
+    /// Also apply the target's own secret rules (`.gitleaks.toml`,
+    /// `.toolhost-secrets.toml` at its root).
+    #[serde(default = "yes")]
+    pub target_rules: bool,
 }
 
 /// Lowest Bandit confidence reported.
@@ -93,7 +104,14 @@ impl Workflow for PythonSast {
         let mut files_scanned = 0;
         let mut analyses = Vec::new();
         if params.scan_files {
-            let out = scan_files(ctx, params.max_file_bytes)?;
+            let out = scan_files(
+                ctx,
+                &ScanInput {
+                    max_file_bytes: params.max_file_bytes,
+                    secret_rules: params.secret_rules.clone(),
+                    target_rules: params.target_rules,
+                },
+            )?;
             files_scanned = out.files_scanned;
             hits.extend(out.hits);
             analyses.push(Analysis::ran("secrets"));

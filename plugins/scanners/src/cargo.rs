@@ -37,7 +37,8 @@ pub fn fetch_dependencies(crate_dir: &str) -> Result<Analysis> {
                 } else {
                     format!(
                         "cargo fetch failed (exit {}):\n{tail}",
-                        out.exit_code.map_or("by a signal".into(), |c| c.to_string())
+                        out.exit_code
+                            .map_or("by a signal".into(), |c| c.to_string())
                     )
                 },
             )

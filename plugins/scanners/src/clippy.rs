@@ -223,7 +223,9 @@ pub fn cargo_build_outcome(stdout: &str) -> BuildOutcome {
         let Ok(msg) = serde_json::from_str::<CargoMessage>(line) else {
             continue;
         };
-        let Some(d) = msg.message.filter(|_| msg.reason.as_deref() == Some("compiler-message"))
+        let Some(d) = msg
+            .message
+            .filter(|_| msg.reason.as_deref() == Some("compiler-message"))
         else {
             continue;
         };

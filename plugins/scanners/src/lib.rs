@@ -24,6 +24,7 @@ mod cargo_test;
 mod clippy;
 pub mod libfuzzer;
 mod rustlex;
+pub mod secrets;
 mod text;
 
 #[cfg(feature = "sdk")]
@@ -34,7 +35,8 @@ pub mod workspace;
 pub use bandit::{BanditReport, Confidence, parse_bandit_json};
 pub use cargo_test::parse_cargo_test;
 pub use clippy::{BuildOutcome, cargo_build_outcome, parse_clippy_json};
-pub use text::{scan_text, should_scan};
+pub use secrets::{SecretScanner, default_scanner};
+pub use text::{scan_text, scan_text_with, should_scan};
 
 use serde::{Deserialize, Serialize};
 

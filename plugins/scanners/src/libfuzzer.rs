@@ -610,7 +610,10 @@ mod tests {
         let abs = "thread '<unnamed>' (4242) panicked at /tmp/toolhost-0/work-1/run/workspace/src/lib.rs:20:18:\nattempt to add with overflow\n==7== ERROR: libFuzzer: deadly signal\nSUMMARY: libFuzzer: deadly signal\n";
         let root = "/tmp/toolhost-0/work-1/run/workspace/";
         let c = parse_crash(abs).relative_to(root);
-        assert_eq!(c.summary, "panicked at src/lib.rs:20:18: attempt to add with overflow");
+        assert_eq!(
+            c.summary,
+            "panicked at src/lib.rs:20:18: attempt to add with overflow"
+        );
         let own = c.own_frames(root);
         assert_eq!(
             (own[0].file.as_str(), own[0].line, own[0].column),

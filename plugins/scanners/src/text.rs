@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::rustlex::{MaskedLine, mask_rust};
-use crate::{Hit, Severity, dedup, normalize_path, redact};
+use crate::secrets::SecretScanner;
+use crate::{Hit, Severity, dedup, normalize_path};
 
 /// File extensions (lowercase, without the dot) of source and config text.
 const EXTENSIONS: &[&str] = &[
@@ -82,73 +83,9 @@ pub fn should_scan(path: &str) -> bool {
     }
 }
 
-/// Files whose values may be written without quotes (`KEY=value`,
-/// `key: value`), so an unquoted value counts as a literal.
-fn is_config_like(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-    if name.starts_with(".env") || DOTFILES.contains(&name.as_str()) {
-        return true;
-    }
-    matches!(
-        name.rsplit_once('.').map(|(_, ext)| ext),
-        Some(
-            "env" | "ini" | "cfg" | "conf" | "properties" | "yaml" | "yml" | "sh" | "bash" | "zsh"
-        )
-    )
-}
-
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in pattern is valid")
 }
-
-static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY(?: BLOCK)?-----")
-});
-static AWS_ACCESS_KEY: LazyLock<Regex> = LazyLock::new(|| re(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"));
-/// Name, optional closing quote, optional Rust/TypeScript type annotation,
-/// an assignment operator, then the value.
-static AWS_SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    re(concat!(
-        r#"(?i)aws_?secret(?:_?access)?_?key["']?\s*"#,
-        r#"(?::\s*&?(?:'static\s+)?[a-z_][a-z0-9_]*\s*)?(?:=>|:=|=|:)\s*"#,
-        r#"(?:String::from\(\s*)?["']?([a-z0-9/+]{40})(?:[^a-z0-9/+=]|$)"#,
-    ))
-});
-static GITHUB_TOKEN: LazyLock<Regex> =
-    LazyLock::new(|| re(r"\b(gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,})\b"));
-static SLACK_TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(xox[baprs]-[0-9A-Za-z-]{10,})"));
-static GENERIC_SECRET: LazyLock<Regex> = LazyLock::new(|| {
-    re(concat!(
-        r"(?i)(?P<name>[a-z0-9_.\-]*(?:password|passwd|secret|secret[_-]?key|api[_-]?key|",
-        r"auth[_-]?token|access[_-]?token|token|client[_-]?secret|private[_-]?key))",
-        r#"["']?\s*(?::\s*&?(?:'static\s+)?[a-z_][a-z0-9_<>]*\s*)?(?:=>|:=|=|:)\s*"#,
-        r"(?:(?:String::from|Some|Secret::new)\(\s*)?",
-        r#"(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'#;,]+))"#,
-    ))
-});
-/// Values that stand for a secret rather than being one.
-static PLACEHOLDER_WORDS: &[&str] = &[
-    "example",
-    "changeme",
-    "change_me",
-    "change-me",
-    "placeholder",
-    "dummy",
-    "redacted",
-    "your_",
-    "your-",
-    "yourpassword",
-    "yoursecret",
-    "yourtoken",
-    "xxxx",
-    "****",
-    "...",
-    "process.env",
-    "os.environ",
-    "getenv",
-    "env::var",
-];
-static ENV_VAR_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Z][A-Z0-9_]*$"));
 
 static UNSAFE: LazyLock<Regex> =
     LazyLock::new(|| re(r"\bunsafe\s*(?:(\{)|(fn|impl|trait|extern)\b)"));
@@ -167,23 +104,24 @@ static SHELL_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
 static SHELL_FLAG: LazyLock<Regex> =
     LazyLock::new(|| re(r#"\.args?\(\s*(?:&?\[|vec!\[)?\s*"(?:-[a-z]*c|(/[cC]))""#));
 
-/// Scans one text file for committed secrets and, in `.rs` files, risky Rust.
+/// Scans one text file for committed secrets (with the built-in rules) and,
+/// in `.rs` files, risky Rust.
 ///
 /// `path` is relative and is only used to label hits and pick the rules (Rust
-/// rules for `.rs`, unquoted values counted for config files); nothing is
-/// skipped here, see [`should_scan`]. Hits come back deduplicated and sorted
-/// by line.
+/// rules for `.rs`, path-restricted secret rules); nothing is skipped here,
+/// see [`should_scan`]. Hits come back deduplicated and sorted by line.
 pub fn scan_text(path: &str, contents: &str) -> Vec<Hit> {
+    scan_text_with(crate::secrets::default_scanner(), path, contents)
+}
+
+/// [`scan_text`] with the secret rules of `secrets`.
+pub fn scan_text_with(secrets: &SecretScanner, path: &str, contents: &str) -> Vec<Hit> {
     let path = normalize_path(path);
     let lines: Vec<&str> = contents
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
-    let config_like = is_config_like(&path);
-    let mut hits = Vec::new();
-    for (idx, line) in lines.iter().enumerate() {
-        scan_secrets(&path, &lines, idx, line, config_like, &mut hits);
-    }
+    let mut hits = secrets.scan(&path, contents.as_bytes());
     if path.to_ascii_lowercase().ends_with(".rs") {
         scan_rust(&path, contents, &lines, &mut hits);
     }
@@ -223,193 +161,6 @@ impl Ctx<'_> {
             "",
         )
     }
-}
-
-fn scan_secrets(
-    path: &str,
-    lines: &[&str],
-    idx: usize,
-    line: &str,
-    config_like: bool,
-    hits: &mut Vec<Hit>,
-) {
-    let line_no = idx as u32 + 1;
-    let ctx = Ctx {
-        path,
-        line_no,
-        line,
-    };
-    // Byte ranges of specific secrets on this line, so the generic rule does
-    // not report them a second time.
-    let mut claimed: Vec<(usize, usize)> = Vec::new();
-
-    for m in PRIVATE_KEY.find_iter(line) {
-        let end_line = lines[idx + 1..]
-            .iter()
-            .position(|l| l.contains("-----END "))
-            .map_or(line_no, |off| line_no + off as u32 + 1);
-        let header = m.as_str();
-        claimed.push((m.start(), m.end()));
-        hits.push(ctx.hit(
-            "secrets/private-key",
-            "private key committed",
-            format!(
-                "A private key (PEM block `{header}`) is committed in `{path}`. Anyone who can \
-                 read the repository can use it. Revoke or rotate the key pair, remove the file \
-                 from the repository and its history, and load the key at run time from a \
-                 secret store or a file kept out of version control."
-            ),
-            Severity::Critical,
-            m.start(),
-            end_line,
-        ));
-    }
-
-    for caps in AWS_ACCESS_KEY.captures_iter(line) {
-        let m = caps.get(1).expect("group 1 always takes part");
-        claimed.push((m.start(), m.end()));
-        hits.push(ctx.hit(
-            "secrets/aws-access-key",
-            "AWS access key ID committed",
-            format!(
-                "An AWS access key ID (`{}`) is committed in `{path}`. Treat the key pair as \
-                 compromised: deactivate and delete it in IAM, check CloudTrail for its use, \
-                 and give the code credentials from the environment, an instance or task role, \
-                 or a secret manager instead of source.",
-                redact(m.as_str())
-            ),
-            Severity::High,
-            m.start(),
-            line_no,
-        ));
-    }
-
-    for caps in AWS_SECRET_KEY.captures_iter(line) {
-        let m = caps.get(1).expect("group 1 always takes part");
-        claimed.push((m.start(), m.end()));
-        hits.push(ctx.hit(
-            "secrets/aws-secret-key",
-            "AWS secret access key committed",
-            format!(
-                "An AWS secret access key (`{}`) is assigned in `{path}`. With the matching key \
-                 ID it grants the full rights of its IAM user. Rotate it now (deactivate and \
-                 delete the access key in IAM), remove it from the repository and its history, \
-                 and load credentials from the environment, a role or a secret manager.",
-                redact(m.as_str())
-            ),
-            Severity::Critical,
-            m.start(),
-            line_no,
-        ));
-    }
-
-    for caps in GITHUB_TOKEN.captures_iter(line) {
-        let m = caps.get(1).expect("group 1 always takes part");
-        claimed.push((m.start(), m.end()));
-        hits.push(ctx.hit(
-            "secrets/github-token",
-            "GitHub token committed",
-            format!(
-                "A GitHub token (`{}`) is committed in `{path}`. Revoke it in the GitHub settings \
-                 (Developer settings > Personal access tokens, or the app's installation) right \
-                 away, remove it from the repository and its history, and read it from the \
-                 environment or a secret store.",
-                redact(m.as_str())
-            ),
-            Severity::High,
-            m.start(),
-            line_no,
-        ));
-    }
-
-    for caps in SLACK_TOKEN.captures_iter(line) {
-        let m = caps.get(1).expect("group 1 always takes part");
-        claimed.push((m.start(), m.end()));
-        hits.push(ctx.hit(
-            "secrets/slack-token",
-            "Slack token committed",
-            format!(
-                "A Slack token (`{}`) is committed in `{path}`. Revoke it from the Slack app's \
-                 settings, remove it from the repository and its history, and read it from the \
-                 environment or a secret store.",
-                redact(m.as_str())
-            ),
-            Severity::High,
-            m.start(),
-            line_no,
-        ));
-    }
-
-    for caps in GENERIC_SECRET.captures_iter(line) {
-        let (value, quoted) = match (caps.name("dq"), caps.name("sq"), caps.name("bare")) {
-            (Some(v), _, _) | (_, Some(v), _) => (v, true),
-            (_, _, Some(v)) => (v, false),
-            _ => continue,
-        };
-        if !quoted && !config_like {
-            continue;
-        }
-        if claimed
-            .iter()
-            .any(|&(s, e)| value.start() < e && s < value.end())
-        {
-            continue;
-        }
-        if is_placeholder(value.as_str()) {
-            continue;
-        }
-        let name = &caps["name"];
-        hits.push(ctx.hit(
-            "secrets/generic-secret",
-            "hard-coded secret",
-            format!(
-                "`{name}` is assigned a literal secret (`{}`) in `{path}`. Secrets in source \
-                 are readable by anyone with the repository and end up in builds and logs. \
-                 Rotate the value, remove it from the repository and its history, and read it \
-                 at run time from the environment or a secret store.",
-                redact(value.as_str())
-            ),
-            Severity::Medium,
-            value.start(),
-            line_no,
-        ));
-    }
-}
-
-/// True for values too short, or obviously not a real secret: empty,
-/// `changeme`, `xxxx`, `<...>`, `${...}`, `{{...}}`, `$VAR`, env var names,
-/// anything with "example" or a "test" word, prose, file paths.
-fn is_placeholder(value: &str) -> bool {
-    let v = value.trim();
-    if v.chars().count() < 12 || v.chars().any(char::is_whitespace) {
-        return true;
-    }
-    let lower = v.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
-        return true;
-    }
-    if lower.starts_with("test")
-        || lower
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(|word| matches!(word, "test" | "fake" | "sample" | "mock" | "none" | "null"))
-    {
-        return true;
-    }
-    if (v.starts_with('<') && v.ends_with('>'))
-        || v.starts_with('$')
-        || v.starts_with('%')
-        || v.contains("${")
-        || v.contains("{{")
-        || v.starts_with('/')
-        || v.starts_with("./")
-        || v.starts_with("../")
-        || v.starts_with("~/")
-        || ENV_VAR_NAME.is_match(v)
-    {
-        return true;
-    }
-    let first = v.chars().next().unwrap_or_default();
-    v.chars().all(|c| c == first)
 }
 
 fn scan_rust(path: &str, contents: &str, lines: &[&str], hits: &mut Vec<Hit>) {
@@ -650,8 +401,8 @@ mod tests {
 
     // Secret-looking samples are assembled with `concat!` so that this file
     // does not itself contain them.
-    const AWS_KEY: &str = concat!("AKIA", "IOSFODNN7EXAMPLE");
-    const AWS_SECRET: &str = concat!("wJalrXUtnFEMI/K7MDENG/", "bPxRfiCYEXAMPLEKEY");
+    const AWS_KEY: &str = concat!("AKIA", "QYLPMN5HHHFPZAM2");
+    const AWS_SECRET: &str = concat!("wJalrXUtnFEMI/K7MDENG/", "bPxRfiCYzK4mq2Lv9T");
     const GH_TOKEN: &str = concat!("ghp_", "R3leAs3B0tT0kenF1xtur3aBcDeFgHiJkLmN");
     const SLACK: &str = concat!("xoxb", "-2048613921-8203912390-Zq8WnT4c");
 
@@ -775,6 +526,8 @@ mod tests {
         assert!(!hits[0].title.contains(AWS_KEY));
 
         let temp = concat!("ASIA", "Y34FZKBOKMUTVV7A");
+        // AWS's documented example key is an example, not a secret.
+        assert!(scan_text("README.md.txt", concat!("AKIA", "IOSFODNN7EXAMPLE")).is_empty());
         assert_eq!(
             rules(&scan_text("a.env", &format!("KEY_ID={temp}"))),
             ["secrets/aws-access-key"]

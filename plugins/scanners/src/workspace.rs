@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toolhost_sdk::{Context, Error, Result, progress, report};
 
-use crate::{Hit, scan_text, should_scan};
+use crate::{Hit, should_scan};
 
 /// Lowest severity a plugin reports (its `min_severity` parameter).
 #[derive(Debug, Deserialize, JsonSchema, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +50,18 @@ pub const SCAN_ACTIVITY: &str = "scan";
 pub struct ScanInput {
     /// Files larger than this are skipped.
     pub max_file_bytes: u64,
+    /// Secret rules (TOML, gitleaks format) that extend the built-in ones:
+    /// a plugin's `secret_rules` parameter.
+    #[serde(default)]
+    pub secret_rules: Option<String>,
+    /// Also apply the target's own rules (`.gitleaks.toml`,
+    /// `.toolhost-secrets.toml` at its root).
+    #[serde(default = "yes")]
+    pub target_rules: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Output of the scan activity.
@@ -58,30 +70,82 @@ pub struct ScanOutput {
     pub files_scanned: u64,
     pub files_skipped: u64,
     pub hits: Vec<Hit>,
+    /// Where the secret rules came from (built-in, the parameter, the
+    /// target's files), with their rule counts.
+    #[serde(default)]
+    pub rule_sources: Vec<String>,
+    /// Rules files of the target that could not be used, and why.
+    #[serde(default)]
+    pub rule_warnings: Vec<String>,
 }
+
+/// Longest `secret_rules` parameter accepted, in bytes.
+pub const MAX_SECRET_RULES: u64 = 1 << 20;
 
 /// Workflow side: runs the plugin's [`SCAN_ACTIVITY`] (one durable step)
 /// and logs what it found.
-pub fn scan_files(ctx: &Context, max_file_bytes: u64) -> Result<ScanOutput> {
+pub fn scan_files(ctx: &Context, input: &ScanInput) -> Result<ScanOutput> {
     progress(&serde_json::json!({"phase": "scanning files"}));
-    let out: ScanOutput = ctx.activity(SCAN_ACTIVITY, &ScanInput { max_file_bytes })?;
+    let out: ScanOutput = ctx.activity(SCAN_ACTIVITY, input)?;
     toolhost_sdk::log::info!(
-        "scanned {} files ({} skipped), {} hits",
+        "scanned {} files ({} skipped), {} hits; secret rules: {}",
         out.files_scanned,
         out.files_skipped,
-        out.hits.len()
+        out.hits.len(),
+        out.rule_sources.join(", ")
     );
+    for w in &out.rule_warnings {
+        toolhost_sdk::log::warn!("{w}");
+    }
     Ok(out)
+}
+
+/// The secret scanner for `input`: the built-in rules, the parameter's,
+/// and the target's own files under `root` (a broken one is skipped with a
+/// warning; a broken parameter is an error).
+fn secret_scanner(input: &ScanInput, root: &Path) -> Result<(crate::SecretScanner, Vec<String>)> {
+    let mut extra: Vec<(String, String)> = Vec::new();
+    if let Some(text) = input.secret_rules.as_ref().filter(|t| !t.trim().is_empty()) {
+        extra.push(("the `secret_rules` parameter".into(), text.clone()));
+        crate::SecretScanner::new(&extra)
+            .map_err(|e| Error::msg(format!("invalid secret rules: {e}")))?;
+    }
+    let mut warnings = Vec::new();
+    if input.target_rules {
+        for file in crate::secrets::TARGET_RULE_FILES {
+            let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+                continue;
+            };
+            let mut with = extra.clone();
+            with.push(((*file).to_string(), text));
+            match crate::SecretScanner::new(&with) {
+                Ok(_) => extra = with,
+                Err(e) => warnings.push(format!(
+                    "the target's secret rules in `{file}` are not used: {e}"
+                )),
+            }
+        }
+    }
+    let scanner = crate::SecretScanner::new(&extra)
+        .map_err(|e| Error::msg(format!("invalid secret rules: {e}")))?;
+    Ok((scanner, warnings))
 }
 
 /// Activity side: walks `/workspace` and scans every text file worth
 /// scanning (see [`should_scan`]); binary and oversized files are skipped.
 pub fn scan(input: ScanInput) -> Result<ScanOutput> {
     let root = Path::new("/workspace");
+    let (secrets, rule_warnings) = secret_scanner(&input, root)?;
     let mut out = ScanOutput {
         files_scanned: 0,
         files_skipped: 0,
         hits: Vec::new(),
+        rule_sources: vec![format!(
+            "{} ({} rules)",
+            secrets.sources().join(", "),
+            secrets.rule_count()
+        )],
+        rule_warnings,
     };
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -102,7 +166,10 @@ pub fn scan(input: ScanInput) -> Result<ScanOutput> {
                 }
                 continue;
             }
-            if !kind.is_file() || !should_scan(&rel) {
+            if !kind.is_file()
+                || !should_scan(&rel)
+                || crate::secrets::TARGET_RULE_FILES.contains(&rel.as_str())
+            {
                 continue;
             }
             let too_big = entry
@@ -123,8 +190,11 @@ pub fn scan(input: ScanInput) -> Result<ScanOutput> {
                 continue;
             }
             out.files_scanned += 1;
-            out.hits
-                .extend(scan_text(&rel, &String::from_utf8_lossy(&bytes)));
+            out.hits.extend(crate::scan_text_with(
+                &secrets,
+                &rel,
+                &String::from_utf8_lossy(&bytes),
+            ));
             if out.files_scanned.is_multiple_of(500) {
                 progress(
                     &serde_json::json!({"phase": "scanning files", "files_scanned": out.files_scanned}),

@@ -4,7 +4,9 @@
 //! dependencies; results are deduplicated and severities mapped
 //! consistently, and the summary's `analyses` say what ran and what failed.
 
-use toolhost_scanners::workspace::{MinSeverity, SCAN_ACTIVITY, report_hits, scan_files};
+use toolhost_scanners::workspace::{
+    MinSeverity, SCAN_ACTIVITY, ScanInput, report_hits, scan_files,
+};
 use toolhost_sdk::prelude::*;
 
 /// Parameters of `security_assessment`.
@@ -27,6 +29,15 @@ pub struct Params {
     /// Report only findings at least this severe.
     #[serde(default)]
     pub min_severity: MinSeverity,
+    /// Secret rules in the gitleaks TOML format that extend the built-in
+    /// ones: new rules, allowlists (paths, regexes), stopwords.
+    #[serde(default)]
+    #[schemars(length(max = 1048576))]
+    pub secret_rules: Option<String>,
+    /// Also apply the target's own secret rules (`.gitleaks.toml`,
+    /// `.toolhost-secrets.toml` at its root).
+    #[serde(default = "yes")]
+    pub target_rules: bool,
 }
 
 fn yes() -> bool {
@@ -62,7 +73,14 @@ impl Workflow for SecurityAssessment {
         let mut files_scanned = 0;
         let mut analyses = Vec::new();
         if params.scan_files {
-            let out = scan_files(ctx, params.max_file_bytes)?;
+            let out = scan_files(
+                ctx,
+                &ScanInput {
+                    max_file_bytes: params.max_file_bytes,
+                    secret_rules: params.secret_rules.clone(),
+                    target_rules: params.target_rules,
+                },
+            )?;
             files_scanned = out.files_scanned;
             hits.extend(out.hits);
             analyses.push(Analysis::ran("secrets"));
@@ -74,7 +92,10 @@ impl Workflow for SecurityAssessment {
         if !params.clippy {
             analyses.push(Analysis::disabled("clippy"));
         } else if !workspace::exists(&manifest)? {
-            analyses.push(Analysis::skipped("clippy", format!("no `{manifest}` in the target")));
+            analyses.push(Analysis::skipped(
+                "clippy",
+                format!("no `{manifest}` in the target"),
+            ));
         } else {
             // Tools are offline: the crate's dependencies are fetched first.
             let deps = toolhost_scanners::cargo::fetch_dependencies(&params.path)?;
@@ -127,7 +148,9 @@ fn clippy(params: &Params, files_scanned: u64) -> Result<(Analysis, Vec<toolhost
     let hits: Vec<_> = toolhost_scanners::parse_clippy_json(&stdout)
         .into_iter()
         .map(|mut h| {
-            h.path = h.path.map(|p| toolhost_scanners::join_path(&params.path, &p));
+            h.path = h
+                .path
+                .map(|p| toolhost_scanners::join_path(&params.path, &p));
             h
         })
         .collect();
@@ -145,7 +168,8 @@ fn clippy(params: &Params, files_scanned: u64) -> Result<(Analysis, Vec<toolhost
             "clippy",
             format!(
                 "cargo stopped before clippy could analyse the code (exit {}):\n{}",
-                out.exit_code.map_or("by a signal".into(), |c| c.to_string()),
+                out.exit_code
+                    .map_or("by a signal".into(), |c| c.to_string()),
                 stderr_tail()
             ),
         ),
