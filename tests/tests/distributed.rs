@@ -28,6 +28,8 @@ struct Host {
     config: PathBuf,
     log: PathBuf,
     env: Env,
+    /// Variables set for this host only (e.g. a fake `HOME`).
+    extra_env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -111,6 +113,17 @@ prefix = "{prefix}"
 
     /// Starts host `name` of `vertical` with `components` in its toolbox.
     fn host(&self, name: &str, vertical: &str, components: &[&str]) -> Host {
+        self.host_with_env(name, vertical, components, &[])
+    }
+
+    /// As [`Cluster::host`], with `extra_env` set for the host process.
+    fn host_with_env(
+        &self,
+        name: &str,
+        vertical: &str,
+        components: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Host {
         let port = free_port();
         let config = self.config(name, vertical, port);
         for c in components {
@@ -126,6 +139,10 @@ prefix = "{prefix}"
             config,
             log: self.path(&format!("{name}.log")),
             env: self.env.clone(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         host.start();
         host
@@ -238,6 +255,7 @@ impl Host {
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         self.env.apply_to(&mut cmd);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("start host"));
         let port = self.port;
         let name = self.name.clone();
@@ -385,6 +403,8 @@ async fn submitted_assessment_matches_embedded_and_shows_one_activity_per_tool()
     let tool_lines = String::from_utf8_lossy(&log.stdout)
         .lines()
         .filter(|l| l.contains(" tool `"))
+        // The fetch step's egress audit is a line of its own.
+        .filter(|l| !l.contains("` reached ") && !l.contains("refused egress"))
         .count();
     assert!(tool_steps > 0);
     assert_eq!(tool_steps, tool_lines, "one activity per tool step");
@@ -1020,4 +1040,326 @@ fn fuzzing_streams_progress_in_heartbeats_and_resumes_from_its_corpus_after_a_re
     );
     let log = String::from_utf8_lossy(&c.cli(&["logs", &run_id]).stdout).into_owned();
     assert!(log.contains("resumed from"), "{log}");
+}
+
+/// Issue item: the README's distributed commands, run as written (the hosts
+/// of `examples/distributed/` and `submit` with them, against the dev
+/// services): the findings are the embedded run's. The example configs used
+/// to put work directories in this checkout, where cargo reads the
+/// project's `.cargo/config.toml`, which the sandbox refuses, so clippy's
+/// findings went missing while the summary said it ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_distributed_commands_give_the_embedded_findings() {
+    let repo = toolhost_tests::repo();
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README");
+    let section = readme
+        .split("## Distributed mode")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README has a distributed-mode block");
+    let commands: Vec<String> = section
+        .lines()
+        .map(|l| l.split("  #").next().unwrap_or(l).trim().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\n", " ")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| l.starts_with("target/debug/toolhost"))
+        .collect();
+    let hosts: Vec<&String> = commands.iter().filter(|c| c.contains(" host ")).collect();
+    assert_eq!(hosts.len(), 3, "{commands:#?}");
+    let assess = commands
+        .iter()
+        .find(|c| c.contains("submit security_assessment"))
+        .expect("the README submits security_assessment");
+
+    // The plugins the README builds into toolbox/.
+    let toolbox = repo.join("toolbox");
+    std::fs::create_dir_all(&toolbox).unwrap();
+    for c in [
+        "security_assessment",
+        "python_sast",
+        "cargo_fuzzing",
+        "hello",
+        "rust_test",
+    ] {
+        toolhost_tests::publish(
+            &toolbox,
+            &format!("{c}.wasm"),
+            &std::fs::read(component(c)).unwrap(),
+        );
+    }
+    let env = services::shared().clone();
+    let shell = |line: &str| {
+        let words: Vec<&str> = line.trim_end_matches('&').split_whitespace().collect();
+        let mut cmd = Command::new(repo.join(words[0]));
+        cmd.args(&words[1..]).current_dir(&repo);
+        env.apply_to(&mut cmd);
+        cmd
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let mut running: Vec<Child> = Vec::new();
+    for (i, line) in hosts.iter().enumerate() {
+        let log = std::fs::File::create(logs.path().join(format!("host-{i}.log"))).unwrap();
+        let mut cmd = shell(line);
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        running.push(cmd.spawn().expect("start a README host"));
+    }
+    struct Kill(Vec<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = Command::new("kill").arg(c.id().to_string()).status();
+                let _ = c.wait();
+            }
+        }
+    }
+    let _kill = Kill(running);
+    for port in [7301, 7302, 7303] {
+        wait_until(
+            &format!("the README host on :{port}"),
+            Duration::from_secs(90),
+            || http_get(port, "/healthz").is_some_and(|b| b.contains("task_queues")),
+        );
+    }
+
+    // As written: it exits 1 (findings at or above high).
+    let start = Instant::now();
+    let out = loop {
+        let out = shell(assess).output().expect("submit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("has published") && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        break out;
+    };
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    let run_id = shown
+        .split_whitespace()
+        .find(|w| w.starts_with("security_assessment-"))
+        .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_'))
+        .expect("the run id is printed")
+        .to_string();
+    let config = assess.split_whitespace().nth(2).unwrap();
+    let status = shell(&format!(
+        "target/debug/toolhost --config {config} status {run_id} --wait --json"
+    ))
+    .output()
+    .unwrap();
+    let record: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+
+    let embedded = {
+        let host = toolhost_tests::TestHost::new(&["security_assessment"], "");
+        let engine = host.engine().await;
+        toolhost_tests::run(
+            &engine,
+            "security_assessment",
+            &fixture("vulnerable_crate"),
+            json!({}),
+        )
+        .await
+    };
+    assert_eq!(
+        finding_keys(&record["findings"]),
+        finding_keys(&serde_json::to_value(&embedded.findings).unwrap()),
+        "the README's distributed run and the embedded one disagree"
+    );
+    assert!(
+        finding_keys(&record["findings"])
+            .iter()
+            .any(|k| k.starts_with("\"clippy/")),
+        "clippy's findings are there"
+    );
+}
+
+/// The credential canaries of the hostile suite, on a distributed host
+/// whose `HOME` holds them all: the probe crate's build script, run by
+/// clippy on the host, reads none of them into the record, the log or the
+/// SARIF stored in S3.
+#[test]
+fn distributed_tools_cannot_read_host_credentials() {
+    use toolhost_tests::canaries::{self, FakeHome, LOCATIONS};
+    let home = FakeHome::new(LOCATIONS);
+    let files: Vec<PathBuf> = home.planted.iter().map(|(_, f, _)| f.clone()).collect();
+    let target = canaries::probe_crate(&files);
+    let c = Cluster::new("canary");
+    let home_path = home.path().display().to_string();
+    let _h = c.host_with_env(
+        "h1",
+        "rust",
+        &["security_assessment"],
+        &[("HOME", &home_path)],
+    );
+    let run_id = c.start_run("security_assessment", target.path(), &json!({}));
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "failed", "{record:#}");
+    let log = String::from_utf8_lossy(&c.cli(&["logs", &run_id]).stdout).into_owned();
+    let sarif = String::from_utf8_lossy(&c.cli(&["findings", &run_id, "--format", "sarif"]).stdout)
+        .into_owned();
+    let everything = format!("{record}\n{log}\n{sarif}");
+    assert!(
+        everything.contains("HOSTILE-PROBE"),
+        "the probe ran and its output is in the record: {everything}"
+    );
+    for (loc, _, canary) in &home.planted {
+        assert!(
+            everything.contains(&format!("DENIED ~/{}: Permission denied", loc.rel)),
+            "{}: not denied in {everything}",
+            loc.id
+        );
+        assert!(
+            !everything.contains(canary.as_str()),
+            "the {} canary reached the record",
+            loc.id
+        );
+    }
+}
+
+/// Dependency fetch in distributed mode: `rust_test` on a crate whose
+/// dependency is not in the host's (empty) cargo cache builds because the
+/// fetch step downloaded it.
+#[test]
+fn distributed_runs_fetch_missing_dependencies() {
+    let c = Cluster::new("fetch");
+    let cache = tempfile::tempdir().unwrap();
+    let _h = c.host("h1", "rust", &["rust_test"]);
+    // The host's config names the cache; point it at the empty one.
+    let config = c.path("h1.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "~/.cache/toolhost/cargo",
+        &cache.path().join("cargo").display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut h = _h;
+    h.stop();
+    h.start();
+    let run_id = c.start_run("rust_test", &fixture("deps_crate"), &json!({}));
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["summary"]["passed"], 1, "{record:#}");
+    assert!(
+        cache.path().join("cargo/registry/cache").is_dir(),
+        "the fetch filled the empty cache"
+    );
+}
+
+/// Workflow code computing past the workflow-task budget fails the
+/// workflow *task*, which Temporal retries; it never decides the run's
+/// outcome (replay on a faster host would decide otherwise). The run ends
+/// by its execution timeout, as recorded in history.
+#[test]
+fn an_over_budget_workflow_task_is_retried_and_never_decides_the_outcome() {
+    let c = Cluster::new("budget");
+    let _h = c.host("h1", "test", &["probe"]);
+    let config = c.path("h1.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "heartbeat_timeout_secs = 3",
+        "heartbeat_timeout_secs = 3\nworkflow_task_budget_secs = 1",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut h = _h;
+    h.stop();
+    h.start();
+    let run_id = format!("budget-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let input = json!({"params": {"actions": [{"op": "loop"}]}}).to_string();
+    let out = c.temporal(&[
+        "workflow",
+        "start",
+        "--type",
+        "probe",
+        "--task-queue",
+        &format!("{}-test", c.prefix),
+        "--workflow-id",
+        &run_id,
+        "--input",
+        &input,
+        "--execution-timeout",
+        "12s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the run to end", Duration::from_secs(60), || {
+        let events = c.history(&run_id);
+        events
+            .iter()
+            .any(|e| e.get("workflowExecutionTimedOutEventAttributes").is_some())
+    });
+    let events = c.history(&run_id);
+    let failed_tasks: Vec<&Value> = events
+        .iter()
+        .filter_map(|e| e.get("workflowTaskFailedEventAttributes"))
+        .collect();
+    assert!(!failed_tasks.is_empty(), "{events:#?}");
+    assert!(
+        failed_tasks[0]
+            .to_string()
+            .contains("without a durable step"),
+        "{}",
+        failed_tasks[0]
+    );
+    assert!(
+        !events.iter().any(
+            |e| e.get("workflowExecutionFailedEventAttributes").is_some()
+                || e.get("workflowExecutionCompletedEventAttributes").is_some()
+        ),
+        "the budget decided the outcome"
+    );
+    assert!(
+        h.metrics()
+            .contains("toolhost_workflow_tasks_over_budget_total"),
+        "{}",
+        h.metrics()
+    );
+}
+
+/// `durable.now-ms` in distributed mode is the time of the current
+/// workflow task, from history: it moves on across a step (the embedded
+/// engine's moves with durable sleeps only, as the WIT says).
+#[test]
+fn workflow_time_moves_with_each_workflow_task() {
+    let c = Cluster::new("clock");
+    let _h = c.host("h1", "test", &["probe"]);
+    let run_id = c.start_run(
+        "probe",
+        &empty_target(&c),
+        &probe(json!([
+            {"op": "clock"},
+            {"op": "tool", "tool": "sleep", "args": ["1.5"]},
+            {"op": "clock"},
+            {"op": "clock"},
+        ])),
+    );
+    let record = c.wait(&run_id);
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let r = &record["summary"]["results"];
+    let at = |i: usize| r[i]["ok"]["now_ms"].as_u64().expect("now_ms");
+    assert!(
+        at(2) >= at(0) + 1500,
+        "time moved with the task after the step: {r}"
+    );
+    assert_eq!(
+        at(2),
+        at(3),
+        "within one workflow task, time stands still: {r}"
+    );
 }
