@@ -11,6 +11,7 @@ use toolhost_tests::{TestHost, probe, request, try_run};
 
 mod display;
 mod fetch;
+mod host_dirs;
 mod isolation;
 mod secrets;
 

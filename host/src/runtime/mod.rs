@@ -176,6 +176,12 @@ impl Runtime {
         }))
     }
 
+    /// Whether compiled components are cached on disk (the cache directory
+    /// is set and only the host user may write it).
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// True when the pooling allocator is in use.
     pub fn pooling(&self) -> bool {
         self.pooling
