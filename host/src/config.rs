@@ -366,6 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn docs_config_md_shows_the_built_in_config_as_it_is() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        let section = doc
+            .split("## The built-in configuration")
+            .nth(1)
+            .and_then(|s| s.split("```toml\n").nth(1))
+            .and_then(|s| s.split("\n```").next())
+            .expect("docs/CONFIG.md has the built-in config block");
+        assert_eq!(
+            section.trim_end(),
+            DEFAULT_CONFIG.trim_end(),
+            "update docs/CONFIG.md from host/config/default.toml"
+        );
+    }
+
+    #[test]
     fn builtin_verticals_are_taken_whole() {
         let c = HostConfig::parse("[verticals.rust]\nbuiltin = true\n", None).unwrap();
         let builtin = HostConfig::parse(DEFAULT_CONFIG, None).unwrap();
