@@ -457,6 +457,20 @@ pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u
                 .unwrap_or_default()
         );
     }
+    if let Some(t) = state
+        .workflow_task_failure
+        .as_ref()
+        .filter(|_| state.status == "running")
+    {
+        println!(
+            "  workflow task failing (attempt {}): {}",
+            t["attempt"],
+            crate::text::display_line(
+                t["last_failure"].as_str().unwrap_or("reason not in recent history"),
+                400
+            )
+        );
+    }
     if let Some(s) = &state.started {
         println!("  started {s}");
     }

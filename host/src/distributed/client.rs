@@ -22,7 +22,8 @@ use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
     DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse,
-    GetWorkflowExecutionHistoryRequest, ListWorkflowExecutionsRequest, QueryWorkflowRequest,
+    GetWorkflowExecutionHistoryRequest, GetWorkflowExecutionHistoryReverseRequest,
+    ListWorkflowExecutionsRequest, QueryWorkflowRequest,
     RequestCancelWorkflowExecutionRequest, StartWorkflowExecutionRequest,
 };
 
@@ -55,6 +56,11 @@ pub struct RunState {
     /// Steps scheduled and not completed: (activity type, state, attempt,
     /// last failure).
     pub pending_steps: Vec<Value>,
+    /// A workflow task being retried: its attempt and why the last one
+    /// failed (workflow code over its budget, nondeterminism, a host
+    /// error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_task_failure: Option<Value>,
 }
 
 impl RunState {
@@ -222,7 +228,15 @@ impl RunClient {
             .await
             .map_err(|e| rpc_error("describe", run_id, e))?;
         let info = resp.workflow_execution_info.unwrap_or_default();
+        let workflow_task_failure = match resp.pending_workflow_task {
+            Some(t) if t.attempt > 1 => Some(serde_json::json!({
+                "attempt": t.attempt,
+                "last_failure": self.last_workflow_task_failure(run_id).await,
+            })),
+            _ => None,
+        };
         Ok(RunState {
+            workflow_task_failure,
             run_id: run_id.to_string(),
             workflow: info.r#type.map(|t| t.name).unwrap_or_default(),
             status: status_name(info.status),
@@ -250,6 +264,34 @@ impl RunClient {
                 })
                 .collect(),
         })
+    }
+
+    /// The failure message of the latest failed workflow task of
+    /// `run_id`, from the end of its history; `None` when there is none
+    /// among the last 50 events or history cannot be read.
+    async fn last_workflow_task_failure(&self, run_id: &str) -> Option<String> {
+        let resp = self
+            .svc()
+            .get_workflow_execution_history_reverse(tonic::Request::new(
+                GetWorkflowExecutionHistoryReverseRequest {
+                    namespace: self.namespace.clone(),
+                    execution: Self::execution(run_id),
+                    maximum_page_size: 50,
+                    next_page_token: vec![],
+                },
+            ))
+            .await
+            .ok()?
+            .into_inner();
+        resp.history?
+            .events
+            .into_iter()
+            .find_map(|e| match e.attributes {
+                Some(Attributes::WorkflowTaskFailedEventAttributes(a)) => {
+                    Some(a.failure.map(|f| f.message).unwrap_or_default())
+                }
+                _ => None,
+            })
     }
 
     /// Whether `run_id` has ended, or is unknown to Temporal (never
@@ -388,6 +430,7 @@ impl RunClient {
                     closed: ts(info.close_time),
                     history_length: info.history_length,
                     pending_steps: vec![],
+                    workflow_task_failure: None,
                 });
             }
             token = resp.next_page_token;
