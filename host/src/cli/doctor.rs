@@ -25,15 +25,19 @@ pub(super) fn doctor(g: &GlobalArgs, _args: DoctorArgs) -> anyhow::Result<u8> {
         );
     }
     println!("tools:");
-    for (vname, v) in &config.verticals {
-        for (tname, t) in &v.tools {
-            match find_program(&t.command) {
-                Ok(p) => println!("  {vname}/{tname:<16} ok   {}", p.display()),
-                Err(e) => match &t.install {
-                    Some(hint) => println!("  {vname}/{tname:<16} NO   {e}; install it: {hint}"),
-                    None => println!("  {vname}/{tname:<16} NO   {e}"),
-                },
-            }
+    let names: Vec<(String, &crate::sandbox::policy::ToolConfig)> = config
+        .verticals
+        .iter()
+        .flat_map(|(v, vc)| vc.tools.iter().map(move |(t, tc)| (format!("{v}/{t}"), tc)))
+        .collect();
+    let width = names.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, t) in &names {
+        match find_program(&t.command) {
+            Ok(p) => println!("  {name:<width$}  ok   {}", p.display()),
+            Err(e) => match &t.install {
+                Some(hint) => println!("  {name:<width$}  NO   {e}; install it: {hint}"),
+                None => println!("  {name:<width$}  NO   {e}"),
+            },
         }
     }
     let exposures = crate::sandbox::exposure::scan_config(&config, config.config_file.as_deref());
