@@ -43,10 +43,65 @@ const EXTENSIONS: &[&str] = &[
     "pem",
     "key",
     "txt",
+    "md",
+    "markdown",
+    "rst",
+    "adoc",
+    "xml",
+    "html",
+    "htm",
+    "tf",
+    "tfvars",
+    "hcl",
+    "sql",
+    "ps1",
+    "bat",
+    "cmd",
+    "cs",
+    "swift",
+    "scala",
+    "kts",
+    "gradle",
+    "groovy",
+    "lua",
+    "pl",
+    "dart",
+    "vue",
+    "svelte",
+    "erb",
+    "tpl",
+    "j2",
+    "config",
+    "cnf",
+    "plist",
+    "ppk",
+    "asc",
+    "gpg",
+    "http",
+    "json5",
+    "p12",
+    "pfx",
 ];
 
-/// Dotfiles without an extension that commonly hold credentials.
-const DOTFILES: &[&str] = &[".npmrc", ".pypirc", ".netrc", ".git-credentials"];
+/// Files without a (meaningful) extension that commonly hold credentials
+/// or configuration.
+const DOTFILES: &[&str] = &[
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    ".git-credentials",
+    ".dockercfg",
+    "credentials",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "dockerfile",
+    "jenkinsfile",
+    "makefile",
+    "procfile",
+    "vagrantfile",
+];
 
 /// Directories never worth scanning: build output, VCS data, vendored
 /// JavaScript, Python virtual environments and bytecode caches.
@@ -451,16 +506,18 @@ mod tests {
             "src\\windows\\path.rs",
             "./src/lib.rs",
             "src/target.rs",
+            "README.md",
+            "Makefile",
+            "deploy/id_ed25519",
+            "infra/main.tf",
         ] {
             assert!(should_scan(p), "{p} should be scanned");
         }
         for p in [
             "",
             "src/",
-            "README.md",
             "logo.png",
             "Cargo.lock",
-            "Makefile",
             "target/debug/build/x/out/gen.rs",
             "crates/core/target/release/foo.json",
             "target",

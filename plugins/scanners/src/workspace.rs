@@ -184,9 +184,11 @@ pub fn scan(input: ScanInput) -> Result<ScanOutput> {
                 out.files_skipped += 1;
                 continue;
             };
-            // Binary files are not text: skip them.
+            // Binary files are not text: only rules on paths alone (a
+            // PKCS#12 key store) apply to them.
             if bytes.contains(&0) {
                 out.files_skipped += 1;
+                out.hits.extend(secrets.scan(&rel, b""));
                 continue;
             }
             out.files_scanned += 1;
