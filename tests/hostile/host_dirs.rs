@@ -92,3 +92,35 @@ async fn guest_reads_a_huge_workspace_file() {
     let ok = toolhost_tests::run(&engine, "hello", target.path(), json!({})).await;
     assert_eq!(ok.status, RunStatus::Succeeded);
 }
+
+/// A FIFO in the workspace would block whoever opens it: the host's
+/// `workspace.read`, or activity code walking `/workspace` on the host's
+/// own thread. Tools cannot make FIFOs or sockets there (they still can in
+/// their home), so the workspace holds only files, directories and links.
+#[tokio::test]
+async fn tool_cannot_plant_a_fifo_or_socket_in_the_workspace() {
+    let host = TestHost::new(&["probe", "hello"], "");
+    let engine = host.engine().await;
+    let target = tempfile::tempdir().unwrap();
+    let script = "mkfifo pipe 2>&1; echo fifo=$?; \
+        python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"sock\")' 2>/dev/null; echo sock=$?; \
+        mkfifo \"$HOME/pipe\" && echo home=ok; ls -A";
+    let (record, r) = probe(
+        &engine,
+        target.path(),
+        json!([
+            {"op": "tool", "tool": "sh", "args": ["-c", script]},
+            {"op": "read", "path": "pipe"},
+        ]),
+    )
+    .await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{:?}", record.error);
+    let out = r[0]["ok"]["stdout"].as_str().unwrap_or_default().to_string();
+    assert!(out.contains("Permission denied"), "{}", r[0]);
+    assert!(!out.contains("fifo=0") && !out.contains("sock=0"), "{out}");
+    assert!(out.contains("home=ok"), "the rule is the workspace's: {out}");
+    assert!(!out.lines().any(|l| l == "pipe" || l == "sock"), "{out}");
+    assert!(r[1]["err"]["not_found"].is_string(), "{}", r[1]);
+    let ok = toolhost_tests::run(&engine, "hello", target.path(), json!({})).await;
+    assert_eq!(ok.status, RunStatus::Succeeded);
+}

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, OpenOptionsExt as _};
 
 use crate::runtime::GuestState;
 use crate::runtime::bindings::toolhost::workflow::workspace::{DirEntry, EntryKind, FsError, Host};
@@ -67,14 +67,30 @@ impl Workspace {
     /// into the guest.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
         let rel = checked_path(path)?;
-        let file = self.dir.open(&rel).map_err(|e| io_error(path, e))?;
+        // Non-blocking, so a FIFO or device that got into the workspace
+        // cannot block the host; only regular files are read.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+        let file = self
+            .dir
+            .open_with(&rel, &options)
+            .map_err(|e| io_error(path, e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        if !meta.is_file() {
+            return Err(FsError::Io(format!(
+                "`{path}` is not a regular file{}",
+                if meta.is_dir() { " (a directory: use `list-dir`)" } else { "" }
+            )));
+        }
         let too_big = |size: u64| {
             FsError::QuotaExceeded(format!(
                 "`{path}` is {size} bytes; `workspace.read` returns at most {} MiB (`limits.max_read_mib`). Read big files from activity code, in pieces, through `/workspace`",
                 self.max_read >> 20
             ))
         };
-        let size = file.metadata().map_err(|e| io_error(path, e))?.len();
+        let size = meta.len();
         if size > self.max_read {
             return Err(too_big(size));
         }
@@ -321,6 +337,18 @@ mod tests {
         };
         let ws = Workspace::open(dir.path(), &limits).unwrap();
         (dir, ws)
+    }
+
+    #[test]
+    fn reading_a_fifo_or_a_directory_fails_at_once() {
+        let (dir, ws) = ws();
+        nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        let err = ws.read("pipe").unwrap_err();
+        assert!(matches!(&err, FsError::Io(m) if m.contains("not a regular file")), "{err:?}");
+        let err = ws.read("src").unwrap_err();
+        assert!(matches!(&err, FsError::Io(m) if m.contains("use `list-dir`")), "{err:?}");
+        assert_eq!(ws.read("src/a.rs").unwrap(), b"fn a() {}");
     }
 
     #[test]

@@ -334,6 +334,12 @@ impl Sandbox {
         &self.support
     }
 
+    /// Tools are under landlock, so the workspace holds only regular
+    /// files, directories and symlinks: nothing whose opening blocks.
+    pub fn workspace_files_only(&self) -> bool {
+        self.available && self.landlock
+    }
+
     /// Landlock can restrict TCP connect to given ports (egress tools).
     pub fn net_rules(&self) -> bool {
         self.net_rules
@@ -366,7 +372,7 @@ impl Sandbox {
                 read_paths.push(dir.to_path_buf());
             }
         }
-        let mut write_paths = vec![workspace.to_path_buf(), home.to_path_buf()];
+        let mut write_paths = vec![home.to_path_buf()];
         for extra in tool.config.write_paths.iter().map(expand) {
             // A shared cache the tool fills (e.g. cargo's registry for the
             // fetch step) may not exist yet: create it, private to the host
@@ -399,6 +405,7 @@ impl Sandbox {
         let plan = SandboxPlan {
             read_paths,
             write_paths,
+            file_paths: vec![workspace.to_path_buf()],
             landlock: self.landlock,
             scope_ipc: self.scopes,
             connect_ports: None,

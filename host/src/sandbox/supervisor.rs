@@ -53,8 +53,13 @@ pub fn kernel_landlock_abi() -> i32 {
 pub struct SandboxPlan {
     /// Paths readable and executable (toolchain, system libraries).
     pub read_paths: Vec<PathBuf>,
-    /// Paths readable and writable (workspace, tool home).
+    /// Paths readable and writable (tool home, the tool's own caches).
     pub write_paths: Vec<PathBuf>,
+    /// Paths readable and writable where only regular files, directories
+    /// and symlinks may be created: the workspace. Guest code and the host
+    /// read it, and opening a FIFO planted there would block them.
+    #[serde(default)]
+    pub file_paths: Vec<PathBuf>,
     /// Apply landlock (fail when it cannot be fully enforced).
     pub landlock: bool,
     /// Also scope abstract Unix sockets and signals to the tool's own
@@ -236,9 +241,12 @@ pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
     let existing = |paths: &[PathBuf]| -> Vec<PathBuf> {
         paths.iter().filter(|p| p.exists()).cloned().collect()
     };
-    // Everything in writable trees, except creating device nodes.
+    // Everything in writable trees, except creating device nodes; in the
+    // workspace, no FIFOs or sockets either.
     let mut writable = AccessFs::from_all(abi);
     writable.remove(AccessFs::MakeChar | AccessFs::MakeBlock);
+    let mut files_only = writable;
+    files_only.remove(AccessFs::MakeFifo | AccessFs::MakeSock);
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(|e| format!("landlock: {e}"))?;
@@ -261,6 +269,7 @@ pub fn restrict(plan: &SandboxPlan) -> Result<(), String> {
             ))
         })
         .and_then(|r| r.add_rules(path_beneath_rules(existing(&plan.write_paths), writable)))
+        .and_then(|r| r.add_rules(path_beneath_rules(existing(&plan.file_paths), files_only)))
         .map_err(|e| format!("landlock: {e}"))?;
     for port in plan.connect_ports.iter().flatten() {
         created = created
