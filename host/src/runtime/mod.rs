@@ -82,6 +82,10 @@ pub fn engine_config(opts: &EngineOptions) -> Config {
     // own stack, long before the fiber stack runs out.
     config.max_wasm_stack(1 << 20);
     config.async_stack_size(2 << 20);
+    // `perf record` can name guest functions when asked for (development).
+    if std::env::var_os("TOOLHOST_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
