@@ -19,7 +19,7 @@ pub mod samples;
 
 use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 use crate::{Hit, normalize_path, redact};
 use config::Rules;
@@ -86,9 +86,24 @@ impl SecretScanner {
                 }
             }
         }
+        // A DFA: overlapping search over every byte of every file is the
+        // hot loop, and a DFA takes one table lookup per byte. Case is
+        // ignored in the automaton, so contents are not lowercased first.
         let automaton = (!keywords.is_empty())
-            .then(|| AhoCorasick::new(&keywords).ok())
+            .then(|| {
+                let mut builder = AhoCorasick::builder();
+                builder.ascii_case_insensitive(true);
+                builder
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .or_else(|_| builder.kind(None).build(&keywords))
+                    .ok()
+            })
             .flatten();
+        if automaton.is_none() && !keywords.is_empty() {
+            // Too many keywords for an automaton: every rule runs.
+            always = (0..rules.rules.len()).collect();
+        }
         SecretScanner {
             rules,
             keywords: automaton,
@@ -118,8 +133,7 @@ impl SecretScanner {
             candidates[i] = true;
         }
         if let Some(ac) = &self.keywords {
-            let lower = contents.to_ascii_lowercase();
-            for m in ac.find_overlapping_iter(&lower) {
+            for m in ac.find_overlapping_iter(contents) {
                 for &i in &self.keyword_rules[m.pattern().as_usize()] {
                     candidates[i] = true;
                 }
