@@ -7,10 +7,13 @@
 //! With `--distributed` it measures distributed mode instead, against the
 //! dev services ([`distributed`]; report: `target/bench/report-distributed.md`).
 //! With `--fuzzing` it compares libFuzzer's executions per second through
-//! `cargo_fuzzing` with `cargo fuzz run` ([`fuzzing`]).
+//! `cargo_fuzzing` with `cargo fuzz run` ([`fuzzing`]). With `--scanners`
+//! it measures the secret scan's recall, false positives and speed against
+//! detect-secrets on a planted corpus ([`scanners`]).
 
 mod distributed;
 mod fuzzing;
+mod scanners;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,8 +98,13 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--fuzzing") {
         return fuzzing::main().await;
     }
+    if args.iter().any(|a| a == "--scanners") {
+        return scanners::main().await;
+    }
     if let Some(other) = args.first() {
-        anyhow::bail!("unknown argument `{other}`; use no arguments, --distributed or --fuzzing");
+        anyhow::bail!(
+            "unknown argument `{other}`; use no arguments, --distributed, --fuzzing or --scanners"
+        );
     }
     let hello = std::fs::read(repo().join("toolbox/hello.wasm"))
         .context("toolbox/hello.wasm is missing: run `cargo xtask build-plugins`")?;

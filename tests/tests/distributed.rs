@@ -1300,11 +1300,15 @@ fn an_over_budget_workflow_task_is_retried_and_never_decides_the_outcome() {
     );
     // While it is retried, `toolhost status` says why.
     let mut said = String::new();
-    wait_until("status to show the failing task", Duration::from_secs(30), || {
-        let out = c.cli(&["status", &run_id]);
-        said = String::from_utf8_lossy(&out.stdout).into_owned();
-        said.contains("workflow task failing (attempt")
-    });
+    wait_until(
+        "status to show the failing task",
+        Duration::from_secs(30),
+        || {
+            let out = c.cli(&["status", &run_id]);
+            said = String::from_utf8_lossy(&out.stdout).into_owned();
+            said.contains("workflow task failing (attempt")
+        },
+    );
     assert!(said.contains("without a durable step"), "{said}");
     wait_until("the run to end", Duration::from_secs(60), || {
         let events = c.history(&run_id);

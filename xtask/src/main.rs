@@ -24,6 +24,9 @@ commands:
                           (report: target/bench/report-distributed.md)
   bench --fuzzing         libFuzzer execs/s through cargo_fuzzing against `cargo fuzz run`
                           on the same target (report: target/bench/report-fuzzing.md)
+  bench --scanners        secret scanning: recall, false positives and MB/s of
+                          security_assessment against detect-secrets on a planted corpus
+                          (report: target/bench/report-scanners.md)
   services up|down|status start (installing when missing), stop, or show the Temporal and
                           Garage (S3) dev servers used by the distributed tests (docs/SERVICES.md)";
 

@@ -248,16 +248,16 @@ impl Checker<'_> {
             }
         }
         for key in ["registry", "registry-index"] {
-            if let Some(reg) = spec.get(key).and_then(toml::Value::as_str) {
-                if !self.policy.registries.iter().any(|r| r == reg) {
-                    self.refuse(
-                        file,
-                        name,
-                        format!(
-                            "it comes from registry `{reg}`; only crates.io is allowed unless the operator lists it in [verticals.rust.tools.cargo-fetch.sources] registries"
-                        ),
-                    );
-                }
+            if let Some(reg) = spec.get(key).and_then(toml::Value::as_str)
+                && !self.policy.registries.iter().any(|r| r == reg)
+            {
+                self.refuse(
+                    file,
+                    name,
+                    format!(
+                        "it comes from registry `{reg}`; only crates.io is allowed unless the operator lists it in [verticals.rust.tools.cargo-fetch.sources] registries"
+                    ),
+                );
             }
         }
     }

@@ -47,7 +47,7 @@ impl Redactor {
                 }
             }
         }
-        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        out.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Redactor { pairs: out }
     }
 
@@ -102,11 +102,7 @@ impl Redactor {
             return;
         }
         match value {
-            Value::String(s) => {
-                if s.contains('/') {
-                    *s = self.text(s);
-                }
-            }
+            Value::String(s) if s.contains('/') => *s = self.text(s),
             Value::Array(items) => items.iter_mut().for_each(|v| self.value(v)),
             Value::Object(map) => map.values_mut().for_each(|v| self.value(v)),
             _ => {}

@@ -81,7 +81,11 @@ impl Workspace {
         if !meta.is_file() {
             return Err(FsError::Io(format!(
                 "`{path}` is not a regular file{}",
-                if meta.is_dir() { " (a directory: use `list-dir`)" } else { "" }
+                if meta.is_dir() {
+                    " (a directory: use `list-dir`)"
+                } else {
+                    ""
+                }
             )));
         }
         let too_big = |size: u64| {
@@ -345,9 +349,15 @@ mod tests {
         nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         // Without O_NONBLOCK this open would wait for a writer forever.
         let err = ws.read("pipe").unwrap_err();
-        assert!(matches!(&err, FsError::Io(m) if m.contains("not a regular file")), "{err:?}");
+        assert!(
+            matches!(&err, FsError::Io(m) if m.contains("not a regular file")),
+            "{err:?}"
+        );
         let err = ws.read("src").unwrap_err();
-        assert!(matches!(&err, FsError::Io(m) if m.contains("use `list-dir`")), "{err:?}");
+        assert!(
+            matches!(&err, FsError::Io(m) if m.contains("use `list-dir`")),
+            "{err:?}"
+        );
         assert_eq!(ws.read("src/a.rs").unwrap(), b"fn a() {}");
     }
 

@@ -466,7 +466,9 @@ pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u
             "  workflow task failing (attempt {}): {}",
             t["attempt"],
             crate::text::display_line(
-                t["last_failure"].as_str().unwrap_or("reason not in recent history"),
+                t["last_failure"]
+                    .as_str()
+                    .unwrap_or("reason not in recent history"),
                 400
             )
         );

@@ -23,8 +23,8 @@ use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
     DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse,
     GetWorkflowExecutionHistoryRequest, GetWorkflowExecutionHistoryReverseRequest,
-    ListWorkflowExecutionsRequest, QueryWorkflowRequest,
-    RequestCancelWorkflowExecutionRequest, StartWorkflowExecutionRequest,
+    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
+    StartWorkflowExecutionRequest,
 };
 
 use super::components::PublishedWorkflow;

@@ -614,7 +614,7 @@ impl Driver {
             .set_redactor(crate::capabilities::redact::Redactor::for_run(
                 &empty,
                 &empty.join("home"),
-                &config,
+                config,
             ));
         ctx.journal.host_log(
             "info",

@@ -151,7 +151,7 @@ async fn serve(mut client: TcpStream, allow: &[(String, u16)], log: &Mutex<Egres
         }
     };
     let shown = format!("{}:{}", wanted.0, wanted.1);
-    if !allow.iter().any(|a| *a == wanted) {
+    if !allow.contains(&wanted) {
         record(true, shown.clone());
         let _ = refuse(
             &mut client,

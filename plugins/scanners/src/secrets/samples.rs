@@ -455,8 +455,16 @@ pub fn secrets(r: &mut Rng) -> Vec<Sample> {
             "jwt",
             "api.http",
             format!(
-                "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ{}.{}\n",
-                r.url(40),
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{}.{}\n",
+                base64url(
+                    format!(
+                        "{{\"sub\":\"{}\",\"name\":\"{}\",\"iat\":{}}}",
+                        1_000_000 + r.next_u64() % 9_000_000,
+                        r.lower(8),
+                        1_700_000_000 + r.next_u64() % 100_000_000
+                    )
+                    .as_bytes()
+                ),
                 r.url(43)
             ),
         ),
@@ -529,6 +537,15 @@ mod tests {
     use crate::secrets::default_scanner;
 
     #[test]
+    fn base64url_matches_rfc_4648() {
+        assert_eq!(base64url(b"{\"a\":1}"), "eyJhIjoxfQ");
+        assert_eq!(base64url(b"foob"), "Zm9vYg");
+        assert_eq!(base64url(b"fooba"), "Zm9vYmE");
+        assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
     fn every_sample_is_found_by_its_rule() {
         let mut r = Rng::new(7);
         for sample in secrets(&mut r) {
@@ -573,4 +590,20 @@ mod tests {
             secrets(&mut r).iter().map(|s| s.rule).collect();
         assert!(sampled.len() >= 50, "{} kinds sampled", sampled.len());
     }
+}
+
+/// Unpadded base64url (RFC 4648 §5), for well-formed JWTs.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
