@@ -54,9 +54,67 @@ pub struct HostConfig {
     /// Where targets, components and results are stored.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Settings for `toolhost serve`, the authenticated API.
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// The file this configuration was read from (none: built in).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+}
+
+/// Settings of `toolhost serve` (`[serve]` in the config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Require a token on every request but the health checks. Off is
+    /// allowed only on a loopback address.
+    pub auth: bool,
+    /// Largest target upload, in MiB.
+    pub max_upload_mib: u64,
+    /// Runs executing at once; more wait in `queued`. 0: one per CPU.
+    pub max_concurrent_runs: usize,
+    /// Per-token rate limits and quotas.
+    pub limits: ServeLimits,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:7400".into(),
+            auth: true,
+            max_upload_mib: 1024,
+            max_concurrent_runs: 0,
+            limits: ServeLimits::default(),
+        }
+    }
+}
+
+/// `[serve.limits]`: what one token may do; over a limit the API answers
+/// 429 with `Retry-After`. 0 turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeLimits {
+    /// Sustained requests per second.
+    pub requests_per_second: f64,
+    /// Requests allowed at once above the rate.
+    pub burst: u32,
+    /// Runs queued or running at once.
+    pub concurrent_runs: usize,
+    /// Upload bytes per UTC day, in MiB.
+    pub upload_mib_per_day: u64,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            requests_per_second: 50.0,
+            burst: 200,
+            concurrent_runs: 16,
+            upload_mib_per_day: 20 * 1024,
+        }
+    }
 }
 
 /// `[storage]`: the blob store and the target cache.

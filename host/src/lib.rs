@@ -6,7 +6,8 @@
 //! stores and limits, capabilities own policy) -> `sandbox`/`storage`;
 //! `manifest`, `report`, `text` and `util` are shared data, rendering and
 //! helpers.
-//! `distributed` is the Temporal engine beside `engine`'s embedded one.
+//! `distributed` is the Temporal engine beside `engine`'s embedded one;
+//! `serve` is the authenticated HTTP API in front of the engine.
 
 pub mod capabilities;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod report;
 pub mod runtime;
 pub mod sandbox;
+pub mod serve;
 pub mod storage;
 pub mod text;
 pub mod toolbox;

@@ -331,8 +331,11 @@ fn http(port: u16, request: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// `toolhost host` serves health, metrics and the registry; runs go
+/// through `toolhost serve` (tests/tests/api.rs), and no route of the host
+/// lets a client name a path on the server.
 #[test]
-fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
+fn host_serves_health_and_registry_but_no_runs_by_path() {
     let host = TestHost::new(&["probe", "hello"], "");
     let port = free_port();
     let mut child = host
@@ -352,6 +355,8 @@ fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
     }
     let health = http(port, "GET /healthz HTTP/1.0\r\n\r\n").unwrap();
     assert!(health.contains("\"workflows\":2"), "{health}");
+    let workflows = http(port, "GET /workflows HTTP/1.0\r\n\r\n").unwrap();
+    assert!(workflows.contains("\"hello\""), "{workflows}");
 
     let target = fixture("clean_crate");
     let body =
@@ -362,24 +367,12 @@ fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
         &format!("POST /runs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
     )
     .unwrap();
-    assert!(resp.contains("hello, http!"), "{resp}");
-
-    // A long tool run in flight when the host is asked to stop.
-    let body = serde_json::json!({"workflow": "probe", "target": target, "params": {"actions": [
-        {"op": "tool", "tool": "sleep", "args": ["985.5"]}]}})
-    .to_string();
-    let request = format!(
-        "POST /runs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    assert!(
+        resp.starts_with("HTTP/1.0 404") || resp.starts_with("HTTP/1.1 404"),
+        "{resp}"
     );
-    let in_flight = std::thread::spawn(move || http(port, &request));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pids_with_cmdline(&["/usr/bin/sleep", "985.5"]).is_empty()
-        && pids_with_cmdline(&["/bin/sleep", "985.5"]).is_empty()
-    {
-        assert!(Instant::now() < deadline, "the tool never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(!resp.contains("hello, http!"), "{resp}");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -389,19 +382,6 @@ fn host_serves_runs_over_http_and_shutdown_leaves_no_orphan_tool() {
     let status = child.wait().unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(15));
     assert!(status.success(), "graceful shutdown exits 0");
-    let resp = in_flight.join().unwrap().unwrap_or_default();
-    assert!(
-        resp.contains("\"cancelled\""),
-        "the in-flight run is recorded as cancelled: {resp}"
-    );
-    assert!(
-        pids_with_cmdline(&["/usr/bin/sleep", "985.5"]).is_empty(),
-        "orphaned tool"
-    );
-    assert!(
-        pids_with_cmdline(&["/bin/sleep", "985.5"]).is_empty(),
-        "orphaned tool"
-    );
 }
 
 #[test]

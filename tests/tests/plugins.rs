@@ -330,7 +330,10 @@ async fn python_sast_without_bandit_fails_says_how_to_install_and_keeps_the_secr
         "{err}"
     );
     assert_eq!(analysis(&record, "bandit"), AnalysisStatus::Failed);
-    assert_eq!(record.summary["files_scanned"], 5, "the summary is kept");
+    assert_eq!(
+        record.summary["files_scanned"], 6,
+        "the summary is kept (the five sources and PLANTED.md)"
+    );
     // The secret scan ran before, and its findings are kept.
     assert!(
         record

@@ -1,26 +1,25 @@
 //! `toolhost host`: the long-running host. It loads the toolbox, watches it
 //! (new, changed and deleted components take effect without a restart),
 //! logs every load/reject/remove, and serves a small HTTP API on loopback
-//! for health, the registry, and runs through the embedded engine.
+//! for health, metrics and the registry. Runs come through `toolhost serve`
+//! or, distributed, through Temporal: no route here names a server path.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use clap::Args;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{GlobalArgs, exit, load_config};
 use crate::distributed::worker::{DistributedHost, HostShared};
 use crate::distributed::workflow::Driver;
-use crate::engine::{LocalEngine, RunRecord, RunRequest, StartError};
+use crate::engine::LocalEngine;
 use crate::runtime::{EngineOptions, Runtime};
 use crate::toolbox::Toolbox;
 
@@ -32,8 +31,8 @@ sha256 and reason) on stderr. HTTP API (loopback by default):
   GET  /healthz            liveness, registry size, and (distributed) host id and queues
   GET  /metrics            Prometheus metrics (runs, steps, tools, caches)
   GET  /workflows          the registry (current versions and rejected files)
-  POST /runs               {\"workflow\": \"hello\", \"target\": \"/path\", \"params\": {}} -> run record
-  GET  /runs/<run-id>      a recorded run")]
+Runs are started through `toolhost serve` (API v1, with tokens and uploads), or in
+distributed mode with `toolhost submit`.")]
 pub struct HostArgs {
     /// Address to listen on (overrides [host] listen).
     #[arg(long, value_name = "ADDR")]
@@ -43,7 +42,6 @@ pub struct HostArgs {
 #[derive(Clone)]
 struct AppState {
     engine: Arc<LocalEngine>,
-    shutdown: CancellationToken,
     /// Set once the host is a Temporal worker.
     distributed: Arc<std::sync::OnceLock<(Arc<HostShared>, Arc<Driver>)>>,
 }
@@ -94,15 +92,12 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
     let distributed_state = Arc::new(std::sync::OnceLock::new());
     let state = AppState {
         engine: engine.clone(),
-        shutdown: shutdown.clone(),
         distributed: distributed_state.clone(),
     };
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/workflows", get(workflows))
-        .route("/runs", post(start_run))
-        .route("/runs/{id}", get(get_run))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -178,7 +173,7 @@ pub(super) async fn host(g: &GlobalArgs, args: HostArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -255,56 +250,4 @@ async fn workflows(State(s): State<AppState>) -> Json<Value> {
         })).collect::<Vec<_>>(),
         "rejected": r.rejections().map(|x| json!({"path": x.path.display().to_string(), "reason": x.reason})).collect::<Vec<_>>(),
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRun {
-    workflow: String,
-    target: PathBuf,
-    #[serde(default)]
-    params: Option<Value>,
-    #[serde(default)]
-    timeout_secs: Option<u64>,
-}
-
-async fn start_run(
-    State(s): State<AppState>,
-    Json(req): Json<StartRun>,
-) -> Result<Json<RunRecord>, (StatusCode, Json<Value>)> {
-    let result = s
-        .engine
-        .run(RunRequest {
-            cancel: s.shutdown.child_token(),
-            timeout_secs: req.timeout_secs,
-            ..RunRequest::new(
-                req.workflow,
-                req.target,
-                req.params.unwrap_or_else(|| json!({})),
-            )
-        })
-        .await;
-    result.map(Json).map_err(|e| {
-        let status = match e {
-            StartError::UnknownWorkflow { .. } => StatusCode::NOT_FOUND,
-            StartError::InvalidParams { .. } | StartError::Target(_) => StatusCode::BAD_REQUEST,
-            StartError::Setup(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, Json(json!({"error": e.to_string()})))
-    })
-}
-
-async fn get_run(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<RunRecord>, (StatusCode, Json<Value>)> {
-    RunRecord::load(s.engine.store(), &id)
-        .await
-        .map(Json)
-        .map_err(|e| {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": format!("{e:#}")})),
-            )
-        })
 }

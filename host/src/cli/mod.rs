@@ -9,6 +9,7 @@ mod new;
 mod output;
 mod remote;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +90,12 @@ enum Command {
     Run(run::RunArgs),
     /// Run the long-lived host: watch the toolbox, serve the HTTP API.
     Host(host::HostArgs),
+    /// Serve the authenticated API v1: upload targets, start and follow runs.
+    Serve(serve::ServeArgs),
+    /// Manage the API's tokens (create, list, revoke).
+    Token(serve::TokenArgs),
+    /// Read the API's audit log (who changed what, when, from where).
+    Audit(serve::AuditArgs),
     /// List the workflows in the toolbox (and files that failed to load).
     Workflows(inspect::WorkflowsArgs),
     /// Show a workflow's metadata and parameters.
@@ -123,7 +130,7 @@ enum Command {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = matches!(cli.command, Command::Host(_))
+    let service = matches!(cli.command, Command::Host(_) | Command::Serve(_))
         || matches!(&cli.command, Command::Workflows(w) if w.watch());
     init_tracing(cli.global.verbose, service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -145,6 +152,9 @@ async fn dispatch(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Run(args) => run::run(&g, args).await,
         Command::Host(args) => host::host(&g, args).await,
+        Command::Serve(args) => serve::serve(&g, args).await,
+        Command::Token(args) => serve::token(&g, args),
+        Command::Audit(args) => serve::audit(&g, args),
         Command::Workflows(args) => inspect::workflows(&g, args).await,
         Command::Describe(args) => inspect::describe(&g, args).await,
         Command::Validate(args) => inspect::validate(&g, args).await,

@@ -46,6 +46,9 @@ pub struct RunRequest {
     pub keep_workspace: bool,
     /// Lower the workflow's own timeout for this run, in seconds.
     pub timeout_secs: Option<u64>,
+    /// How the record names the target (default: its path); the API names
+    /// an uploaded target by digest, never by its path on the server.
+    pub target_label: Option<String>,
 }
 
 impl RunRequest {
@@ -63,6 +66,7 @@ impl RunRequest {
             observer: None,
             keep_workspace: false,
             timeout_secs: None,
+            target_label: None,
         }
     }
 }
@@ -232,6 +236,10 @@ impl LocalEngine {
                 req.observer.clone(),
             )?;
             let journal = ctx.journal.clone();
+            let target_label = req
+                .target_label
+                .clone()
+                .unwrap_or_else(|| req.target.display().to_string());
             journal.host_log(
                 "info",
                 &format!(
@@ -239,7 +247,7 @@ impl LocalEngine {
                     wf.info.name,
                     wf.info.version,
                     wf.digest,
-                    req.target.display(),
+                    target_label,
                     copy.files,
                     copy.bytes
                 ),
@@ -292,7 +300,7 @@ impl LocalEngine {
                 error,
                 summary,
                 params: req.params.clone(),
-                target: req.target.display().to_string(),
+                target: target_label,
                 started_at,
                 ended_at: crate::util::now_rfc3339(),
                 duration_ms: started.elapsed().as_millis() as u64,

@@ -361,7 +361,50 @@ fn parent_or_dot(path: &Path) -> &Path {
 
 // ---------------------------------------------------------------- unpacking
 
-/// Unpacks the `tar.zst` at `archive` into the new directory `dest`, within
+/// How a target archive is compressed, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    TarZst,
+    TarGz,
+    /// Anything else is read as a plain tar (and refused as corrupt if it
+    /// is not one).
+    Tar,
+}
+
+impl ArchiveFormat {
+    /// The format of an archive that starts with `head`.
+    pub fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            ArchiveFormat::TarZst
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            ArchiveFormat::TarGz
+        } else {
+            ArchiveFormat::Tar
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchiveFormat::TarZst => "tar.zst",
+            ArchiveFormat::TarGz => "tar.gz",
+            ArchiveFormat::Tar => "tar",
+        }
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Unpacks the archive at `archive` (`tar.zst` as [`pack_target`] makes
+/// it, or an uploaded `tar.gz` or plain `tar`) into the new directory `dest`, within
 /// `caps`. Entries are written into a temp directory beside `dest` that is
 /// renamed into place once everything checked out; on any error nothing is
 /// left behind. See the module docs for what is rejected.
@@ -433,12 +476,22 @@ impl<'a> Unpacker<'a> {
             archive: archive.to_path_buf(),
             message: e.to_string(),
         };
-        let file = File::open(archive).map_err(io_at(archive))?;
-        let mut decoder = zstd::Decoder::new(file).map_err(corrupt)?;
-        decoder
-            .window_log_max(ZSTD_WINDOW_LOG_MAX)
-            .map_err(corrupt)?;
-        let mut tar = tar::Archive::new(decoder);
+        let mut file = File::open(archive).map_err(io_at(archive))?;
+        let mut head = [0u8; 4];
+        let n = read_up_to(&mut file, &mut head).map_err(io_at(archive))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(io_at(archive))?;
+        let reader: Box<dyn Read> = match ArchiveFormat::sniff(&head[..n]) {
+            ArchiveFormat::TarZst => {
+                let mut decoder = zstd::Decoder::new(file).map_err(corrupt)?;
+                decoder
+                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(corrupt)?;
+                Box::new(decoder)
+            }
+            ArchiveFormat::TarGz => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            ArchiveFormat::Tar => Box::new(file),
+        };
+        let mut tar = tar::Archive::new(reader);
         // Raw entries: GNU long names are read here, with a size limit,
         // instead of into memory of whatever size the header claims.
         let mut long_name: Option<Vec<u8>> = None;

@@ -1,0 +1,1124 @@
+//! `toolhost serve`: the one authenticated HTTP API in front of the engine.
+//! Submitters upload targets and start, follow, cancel and retry runs; they
+//! never name a path on the server and never hold the engine's credentials.
+//! Every object belongs to the tenant of the token that created it, and a
+//! token of another tenant gets the same 404 as for an object that does not
+//! exist. This module must never serve a host path or another tenant's data.
+
+pub mod audit;
+pub mod limits;
+pub mod metrics;
+pub mod problem;
+pub mod runs;
+pub mod targets;
+pub mod tokens;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HostConfig, ServeConfig};
+use crate::engine::{LocalEngine, StartError};
+use audit::{AuditEntry, AuditLog, AuditObject};
+use limits::Limiter;
+use problem::{ApiResult, Problem};
+use runs::{ApiStatus, Run, RunMeta, Runs, Start};
+use targets::{TargetStore, UploadError};
+use tokens::{Principal, Role, TokenStore};
+
+/// Everything a handler can reach.
+pub struct Api {
+    pub config: HostConfig,
+    pub serve: ServeConfig,
+    pub runs: Runs,
+    pub targets: TargetStore,
+    pub tokens: TokenStore,
+    pub audit: AuditLog,
+    pub limiter: Limiter,
+    pub metrics: metrics::ApiMetrics,
+}
+
+type AppState = Arc<Api>;
+
+/// Where the API keeps its own state: `<data_dir>/api`.
+pub fn api_dir(config: &HostConfig) -> std::path::PathBuf {
+    config.data_dir.join("api")
+}
+
+/// Checks that `listen` may be served with `auth` as configured.
+pub fn check_bind(addr: &SocketAddr, auth: bool) -> anyhow::Result<()> {
+    if !auth && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve {addr} without authentication: anyone who can reach it could start runs and read every result. Keep [serve] auth = true (create tokens with `toolhost token create`), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+impl Api {
+    /// The API over `engine`.
+    pub fn new(
+        engine: Arc<LocalEngine>,
+        serve: ServeConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Api>> {
+        let config = engine.toolbox().config().clone();
+        let dir = api_dir(&config);
+        crate::util::private_dir::ensure(&dir)
+            .with_context(|| format!("cannot use `{}` for the API's state", dir.display()))?;
+        let max_concurrent = match serve.max_concurrent_runs {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runs = Runs::open(
+            engine,
+            dir.join("runs"),
+            dir.join("empty-target"),
+            max_concurrent,
+            shutdown,
+        )?;
+        let targets = TargetStore::new(
+            dir.join("tenants"),
+            config.storage.unpack_caps(),
+            serve.max_upload_mib.saturating_mul(1 << 20),
+        );
+        Ok(Arc::new(Api {
+            tokens: TokenStore::new(&dir),
+            audit: AuditLog::new(&dir),
+            limiter: Limiter::new(serve.limits.clone()),
+            metrics: Default::default(),
+            config,
+            serve,
+            runs,
+            targets,
+        }))
+    }
+
+    /// The routes of the API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        let v1 = axum::Router::new()
+            .route("/workflows", get(list_workflows))
+            .route("/workflows/{name}", get(get_workflow))
+            .route("/targets", post(upload_target))
+            .route("/targets/{sha256}", get(get_target).head(head_target))
+            .route("/runs", post(start_run).get(list_runs))
+            .route("/runs/batch", post(start_batch))
+            .route("/runs/{id}", get(get_run))
+            .route("/runs/{id}/findings", get(run_findings))
+            .route("/runs/{id}/log", get(run_log))
+            .route("/runs/{id}/artifacts", get(run_artifacts))
+            .route("/runs/{id}/artifacts/{name}", get(run_artifact))
+            .route("/runs/{id}/events", get(run_events))
+            .route("/runs/{id}/cancel", post(cancel_run))
+            .route("/runs/{id}/retry", post(retry_run))
+            .route("/whoami", get(whoami))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ));
+        axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(render_metrics))
+            .nest("/v1", v1)
+            .fallback(unknown_route)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), measure))
+            .with_state(self.clone())
+    }
+}
+
+/// Runs `toolhost serve` until `shutdown` fires.
+pub async fn serve(
+    api: Arc<Api>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = api.router();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("HTTP server failed")?;
+    api.runs.drain().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ auth
+
+/// Authenticates, applies the token's rate limit, and audits every
+/// state-changing request (refused ones included).
+async fn authenticate(State(api): State<AppState>, mut req: Request, next: Next) -> Response {
+    let changes = !matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let action = audit::action_of(req.method().as_str(), &route);
+    let principal = if api.serve.auth {
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        api.tokens.authenticate(bearer)
+    } else {
+        Ok(Principal::anonymous())
+    };
+    let (response, who) = match principal {
+        Err(e) => (Problem::unauthorized(e.to_string()).into_response(), None),
+        Ok(p) => match api.limiter.request(&p.token_id) {
+            Err(secs) => (
+                Problem {
+                    retry_after: Some(secs),
+                    ..Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate-limited",
+                        format!(
+                            "this token sent more than {} requests per second ([serve.limits] requests_per_second); retry after {secs} s",
+                            api.serve.limits.requests_per_second
+                        ),
+                    )
+                }
+                .into_response(),
+                Some(p),
+            ),
+            Ok(()) => {
+                req.extensions_mut().insert(p.clone());
+                (next.run(req).await, Some(p))
+            }
+        },
+    };
+    if changes {
+        let object = response
+            .extensions()
+            .get::<AuditObject>()
+            .map(|o| o.0.clone());
+        let entry = AuditEntry {
+            time: crate::util::now_rfc3339(),
+            actor: who
+                .as_ref()
+                .map_or_else(|| "unauthenticated".into(), |p| p.token_id.clone()),
+            tenant: who.as_ref().map(|p| p.tenant.clone()).unwrap_or_default(),
+            action,
+            object,
+            status: response.status().as_u16(),
+            client,
+        };
+        if let Err(e) = api.audit.append(&entry) {
+            tracing::error!(
+                "cannot append to the audit log {}: {e}",
+                api.audit.path().display()
+            );
+        }
+    }
+    response
+}
+
+/// Counts every request by route and status, with its latency.
+async fn measure(State(api): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    api.metrics.request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn render_metrics(State(api): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.metrics.render(),
+    )
+        .into_response()
+}
+
+fn with_object(mut response: Response, object: &str) -> Response {
+    response
+        .extensions_mut()
+        .insert(AuditObject(object.to_string()));
+    response
+}
+
+fn need(p: &Principal, role: Role) -> ApiResult<()> {
+    if p.role >= role {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(format!(
+            "this needs the `{}` role; the token has `{}`: ask an admin for a token with that role",
+            role.as_str(),
+            p.role.as_str()
+        )))
+    }
+}
+
+type Who = axum::Extension<Principal>;
+
+async fn unknown_route(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        format!(
+            "no route {} {}; GET /v1/workflows lists workflows, see docs/API.md for every route",
+            req.method(),
+            crate::text::clip_bytes(req.uri().path().escape_debug().to_string(), 200)
+        ),
+    )
+}
+
+async fn whoami(axum::Extension(p): Who) -> Json<Value> {
+    Json(json!({"token_id": p.token_id, "tenant": p.tenant, "role": p.role}))
+}
+
+// --------------------------------------------------------------- health
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(api): State<AppState>) -> Response {
+    let registry = api.runs.engine().registry();
+    let mut checks = BTreeMap::new();
+    let toolbox_ok = registry.workflows().count() > 0;
+    checks.insert(
+        "toolbox",
+        json!({"ok": toolbox_ok, "workflows": registry.workflows().count(), "rejected": registry.rejections().count()}),
+    );
+    let data_ok = std::fs::metadata(api_dir(&api.config)).is_ok_and(|m| m.is_dir());
+    checks.insert("storage", json!({"ok": data_ok, "kind": "local"}));
+    checks.insert("engine", json!({"ok": true, "kind": "embedded"}));
+    let tokens_ok = !api.serve.auth || api.tokens.entries().is_ok();
+    checks.insert("tokens", json!({"ok": tokens_ok}));
+    let ok = toolbox_ok && data_ok && tokens_ok;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ok {"ready"} else {"not-ready"}, "checks": checks})),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------ workflows
+
+fn workflow_json(w: &crate::toolbox::LoadedWorkflow) -> Value {
+    json!({
+        "name": w.info.name,
+        "version": w.info.version,
+        "description": w.info.description,
+        "vertical": w.info.vertical,
+        "tools": w.info.tools,
+        "tags": w.info.tags,
+        "timeout_secs": w.info.timeout_secs,
+        "digest": w.digest,
+        "size": w.size,
+        "parameters_schema": w.info.parameters_schema,
+    })
+}
+
+async fn list_workflows(State(api): State<AppState>) -> Json<Value> {
+    let registry = api.runs.engine().registry();
+    Json(json!({
+        "workflows": registry.workflows().map(|w| workflow_json(w)).collect::<Vec<_>>(),
+        "rejected": registry.rejections().map(|r| json!({
+            "file": r.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "reason": r.reason,
+        })).collect::<Vec<_>>(),
+        "engine": "embedded",
+    }))
+}
+
+async fn get_workflow(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let registry = api.runs.engine().registry();
+    let wf = registry
+        .get(&name)
+        .ok_or_else(|| Problem::not_found("workflow", &name))?;
+    let mut body = workflow_json(&wf);
+    body["versions"] = registry
+        .versions()
+        .filter(|v| v.info.name == name)
+        .map(|v| json!({"version": v.info.version, "digest": v.digest, "current": v.digest == wf.digest}))
+        .collect();
+    body["served_by"] = json!([{"engine": "embedded", "vertical": wf.info.vertical}]);
+    Ok(Json(body))
+}
+
+// -------------------------------------------------------------- targets
+
+async fn upload_target(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    body: Body,
+) -> ApiResult<Response> {
+    need(&p, Role::Submitter)?;
+    let (allowance, reset) = api.limiter.upload_allowance(&p.token_id);
+    if allowance == 0 {
+        return Err(quota_problem(&api, reset));
+    }
+    let stream = body.into_data_stream();
+    let counted = |n: u64| {
+        api.limiter.count_upload(&p.token_id, n);
+        api.metrics.upload_bytes(n);
+    };
+    match api
+        .targets
+        .upload(&p.tenant, stream, allowance, counted)
+        .await
+    {
+        Ok((info, existed)) => {
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let mut body = serde_json::to_value(&info).unwrap_or_default();
+            body["deduplicated"] = json!(existed);
+            Ok(with_object(
+                (
+                    status,
+                    [(header::LOCATION, format!("/v1/targets/{}", info.sha256))],
+                    Json(body),
+                )
+                    .into_response(),
+                &info.sha256,
+            ))
+        }
+        Err(UploadError::TooLarge { .. })
+            if allowance < api.serve.max_upload_mib.saturating_mul(1 << 20) =>
+        {
+            Err(quota_problem(&api, reset))
+        }
+        Err(e @ UploadError::TooLarge { .. }) => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            e.to_string(),
+        )),
+        Err(e @ (UploadError::Unsafe(_) | UploadError::Empty)) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-archive",
+            e.to_string(),
+        )),
+        Err(e @ UploadError::Interrupted(_)) => Err(Problem::bad_request(e.to_string())),
+        Err(UploadError::Io(e)) => Err(Problem::internal(format!("{e:#}"))),
+    }
+}
+
+fn quota_problem(api: &Api, reset: u64) -> Problem {
+    Problem {
+        retry_after: Some(reset),
+        ..Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            format!(
+                "this token has used its upload quota of {} MiB for today ([serve.limits] upload_mib_per_day); it resets at midnight UTC, in {reset} s",
+                api.serve.limits.upload_mib_per_day
+            ),
+        )
+    }
+}
+
+/// The record of target `sha` as `p` may see it: its own tenant's, or for
+/// an admin any tenant's.
+fn visible_target(api: &Api, p: &Principal, sha: &str) -> Option<targets::TargetInfo> {
+    api.targets.info(&p.tenant, sha).or_else(|| {
+        (p.role == Role::Admin)
+            .then(|| api.targets.owners(sha).into_iter().next())
+            .flatten()
+            .and_then(|t| api.targets.info(&t, sha))
+    })
+}
+
+async fn get_target(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(sha): Path<String>,
+) -> ApiResult<Json<targets::TargetInfo>> {
+    visible_target(&api, &p, &sha)
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("target", &sha))
+}
+
+async fn head_target(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(sha): Path<String>,
+) -> StatusCode {
+    if visible_target(&api, &p, &sha).is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+// ----------------------------------------------------------------- runs
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    workflow: String,
+    #[serde(default)]
+    params: Option<Value>,
+    /// sha256 of an uploaded target.
+    #[serde(default)]
+    target: Option<String>,
+    /// Run only if the workflow is at this digest.
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+}
+
+fn start_problem(e: StartError) -> Problem {
+    match e {
+        StartError::UnknownWorkflow { ref name, .. } => {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-workflow", e.to_string())
+                .with("workflow", json!(name))
+        }
+        StartError::InvalidParams { ref errors, .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-params",
+            format!("{e}\nfix the parameters: GET /v1/workflows/<name> shows their schema"),
+        )
+        .with("errors", json!(errors)),
+        StartError::Target(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-target",
+            e.to_string(),
+        ),
+        StartError::Setup(ref err) if err.to_string().contains("pinned") => {
+            Problem::conflict(e.to_string())
+        }
+        StartError::Setup(err) => Problem::internal(format!("{err:#}")),
+    }
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    if labels.len() > 32 {
+        return Err(Problem::bad_request("at most 32 labels per run"));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(Problem::bad_request(format!(
+                "label `{}` is invalid: keys are 1-63 letters, digits, `-_./`; values at most 256 characters without control characters",
+                k.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Api {
+    fn start(
+        &self,
+        p: &Principal,
+        body: StartBody,
+        key: Option<String>,
+        retry_of: Option<String>,
+    ) -> ApiResult<Arc<Run>> {
+        need(p, Role::Submitter)?;
+        check_labels(&body.labels)?;
+        let most = self.serve.limits.concurrent_runs;
+        if most > 0 && self.runs.live_count_by(&p.token_id) >= most {
+            return Err(Problem {
+                retry_after: Some(5),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-runs",
+                    format!(
+                        "this token already has {most} runs queued or running ([serve.limits] concurrent_runs); wait for one to end"
+                    ),
+                )
+            });
+        }
+        let target = match &body.target {
+            None => None,
+            Some(sha) => {
+                let sha = sha.strip_prefix("sha256:").unwrap_or(sha).to_string();
+                let tree = self
+                    .targets
+                    .tree(&p.tenant, &sha)
+                    .ok_or_else(|| Problem::not_found("target", &sha))?;
+                Some((sha, tree))
+            }
+        };
+        let params = body.params.unwrap_or_else(|| json!({}));
+        if !params.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-params",
+                "`params` must be a JSON object of the workflow's parameters",
+            ));
+        }
+        let run = self
+            .runs
+            .start(Start {
+                tenant: p.tenant.clone(),
+                token_id: p.token_id.clone(),
+                workflow: body.workflow,
+                digest: body.digest,
+                params,
+                target,
+                labels: body.labels,
+                idempotency_key: key,
+                retry_of,
+                timeout_secs: body.timeout_secs,
+            })
+            .map_err(start_problem)?;
+        self.metrics.run_started(&run.meta().tenant);
+        Ok(run)
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v.to_str().unwrap_or_default();
+            if k.is_empty() || k.len() > 255 {
+                return Err(Problem::bad_request(
+                    "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+                ));
+            }
+            Ok(Some(k.to_string()))
+        }
+    }
+}
+
+async fn start_run(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    headers: HeaderMap,
+    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not a run request: {}; send {{\"workflow\": NAME, \"params\": {{...}}, \"target\": SHA256}}",
+            e.body_text()
+        ))
+    })?;
+    let key = idempotency_key(&headers)?;
+    if let Some(k) = &key
+        && let Some(existing) = api.runs.by_idempotency_key(&p.tenant, k)
+    {
+        let view = run_view(&api, &existing).await;
+        return Ok((
+            StatusCode::OK,
+            [("idempotent-replayed", "true")],
+            Json(view),
+        )
+            .into_response());
+    }
+    let run = api.start(&p, body, key, None)?;
+    let view = run_view(&api, &run).await;
+    let id = run.meta().run_id;
+    let location = format!("/v1/runs/{id}");
+    Ok(with_object(
+        (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(view),
+        )
+            .into_response(),
+        &id,
+    ))
+}
+
+/// At most this many runs per batch.
+const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    runs: Vec<Value>,
+}
+
+/// Starts many runs; each entry gets its own answer (a run view, or a
+/// problem), in the order given, so one bad entry stops none of the others.
+async fn start_batch(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    body: Result<Json<BatchBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    need(&p, Role::Submitter)?;
+    let Json(body) = body.map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not a batch: {}; send {{\"runs\": [run request, ...]}}",
+            e.body_text()
+        ))
+    })?;
+    if body.runs.is_empty() || body.runs.len() > MAX_BATCH {
+        return Err(Problem::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH} runs, not {}",
+            body.runs.len()
+        )));
+    }
+    let mut results = Vec::new();
+    for entry in body.runs {
+        let answer = match serde_json::from_value::<StartBody>(entry) {
+            Err(e) => Err(Problem::bad_request(format!("not a run request: {e}"))),
+            Ok(b) => api.start(&p, b, None, None),
+        };
+        results.push(match answer {
+            Ok(run) => json!({"status": 202, "run": run_view(&api, &run).await}),
+            Err(problem) => json!({
+                "status": problem.status.as_u16(),
+                "problem": {
+                    "type": format!("urn:toolhost:problem:{}", problem.kind),
+                    "detail": problem.detail,
+                    "errors": problem.extra.get("errors"),
+                },
+            }),
+        });
+    }
+    Ok(Json(json!({"results": results})))
+}
+
+async fn retry_run(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let old = visible(&api, &p, &id)?.meta();
+    need(&p, Role::Submitter)?;
+    let body = StartBody {
+        workflow: old.workflow.clone(),
+        params: Some(old.params.clone()),
+        target: old.target.clone(),
+        digest: None,
+        labels: old.labels.clone(),
+        timeout_secs: old.timeout_secs,
+    };
+    // The retry belongs to the old run's tenant (an admin may retry any).
+    let owner = Principal {
+        tenant: old.tenant.clone(),
+        ..p.clone()
+    };
+    let run = api.start(&owner, body, None, Some(old.run_id.clone()))?;
+    let view = run_view(&api, &run).await;
+    let id = run.meta().run_id;
+    let location = format!("/v1/runs/{id}");
+    Ok(with_object(
+        (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(view),
+        )
+            .into_response(),
+        &id,
+    ))
+}
+
+fn visible(api: &Api, p: &Principal, id: &str) -> ApiResult<Arc<Run>> {
+    api.runs
+        .get(id, |tenant| p.sees(tenant))
+        .ok_or_else(|| Problem::not_found("run", id))
+}
+
+async fn run_view(api: &Api, run: &Run) -> Value {
+    let meta = run.meta();
+    let mut v = serde_json::to_value(&meta).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("idempotency_key");
+    }
+    if meta.status.is_final() {
+        if let Some(record) = api.runs.record(&meta.run_id).await {
+            v["workflow_version"] = json!(record.workflow_version);
+            v["component_digest"] = json!(record.component_digest);
+            v["started_at"] = json!(record.started_at);
+            v["duration_ms"] = json!(record.duration_ms);
+            v["summary"] = record.summary;
+            v["counts"] = json!(record.counts);
+            v["analyses"] = json!(record.analyses);
+            v["progress"] = record.progress;
+            v["artifacts"] = json!(record.artifacts);
+            if v.get("error").is_none()
+                && let Some(e) = record.error
+            {
+                v["error"] = json!(e);
+            }
+        }
+    } else {
+        v["progress"] = run.progress().unwrap_or(Value::Null);
+        v["pending"] = json!(run.pending_tools());
+        let findings = run.live_findings();
+        v["findings_so_far"] = json!(findings.len());
+    }
+    v
+}
+
+async fn get_run(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let run = visible(&api, &p, &id)?;
+    Ok(Json(run_view(&api, &run).await))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    /// `key=value`
+    label: Option<String>,
+    /// RFC 3339: runs created at or after.
+    since: Option<String>,
+    /// RFC 3339: runs created before.
+    until: Option<String>,
+    tenant: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_runs(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| {
+        Problem::bad_request(format!(
+            "{}; filters are workflow, status, label=KEY=VALUE, since, until (RFC 3339), tenant (admin), limit, cursor",
+            e.body_text()
+        ))
+    })?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<ApiStatus>)
+        .transpose()
+        .map_err(Problem::bad_request)?;
+    let label = match q.label.as_deref() {
+        None => None,
+        Some(l) => Some(l.split_once('=').ok_or_else(|| {
+            Problem::bad_request("`label` is KEY=VALUE, for example label=branch=main")
+        })?),
+    };
+    for t in [&q.since, &q.until].into_iter().flatten() {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(
+            |_| {
+                Problem::bad_request(format!(
+                    "`{t}` is not an RFC 3339 time like 2026-12-01T10:00:00Z"
+                ))
+            },
+        )?;
+    }
+    if q.tenant.is_some() {
+        need(&p, Role::Admin)?;
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            Problem::bad_request("`cursor` is not one this server gave; start again without it")
+        })?),
+    };
+    let all = api.runs.list(|m| {
+        p.sees(&m.tenant)
+            && q.tenant.as_ref().is_none_or(|t| *t == m.tenant)
+            && q.workflow.as_ref().is_none_or(|w| *w == m.workflow)
+            && status.is_none_or(|s| s == m.status)
+            && label.is_none_or(|(k, v)| m.labels.get(k).is_some_and(|x| x == v))
+            && q.since.as_ref().is_none_or(|s| m.created_at >= *s)
+            && q.until.as_ref().is_none_or(|u| m.created_at < *u)
+            && cursor
+                .as_ref()
+                .is_none_or(|(c, id)| (&m.created_at, &m.run_id) < (c, id))
+    });
+    let more = all.len() > limit;
+    let page: Vec<&RunMeta> = all.iter().take(limit).collect();
+    let next = more
+        .then(|| page.last().map(|m| encode_cursor(&m.created_at, &m.run_id)))
+        .flatten();
+    Ok(Json(json!({
+        "runs": page.iter().map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or_default();
+            if let Some(map) = v.as_object_mut() { map.remove("idempotency_key"); map.remove("params"); }
+            v
+        }).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+fn encode_cursor(created_at: &str, run_id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{created_at}|{run_id}"))
+}
+
+fn decode_cursor(c: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (a, b) = text.split_once('|')?;
+    Some((a.into(), b.into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn run_findings(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let run = visible(&api, &p, &id)?;
+    let meta = run.meta();
+    let sarif = q.format.as_deref() == Some("sarif")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/sarif+json"));
+    if let Some(f) = q.format.as_deref()
+        && !matches!(f, "sarif" | "json")
+    {
+        return Err(Problem::bad_request(format!(
+            "unknown format `{}`: use json or sarif",
+            f.escape_debug()
+        )));
+    }
+    if !meta.status.is_final() {
+        if sarif {
+            return Err(Problem::conflict(
+                "the run is still live; its SARIF is written when it ends (follow GET /v1/runs/{id}/events, or ask for JSON for the findings so far)",
+            ));
+        }
+        return Ok(Json(json!({"final": false, "findings": run.live_findings()})).into_response());
+    }
+    let Some(record) = api.runs.record(&meta.run_id).await else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-record",
+            format!(
+                "run `{id}` ended without a record ({}); retry it",
+                meta.error.unwrap_or_default()
+            ),
+        ));
+    };
+    if sarif {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/sarif+json")],
+            record.sarif_bytes(),
+        )
+            .into_response());
+    }
+    Ok(
+        Json(json!({"final": true, "counts": record.counts, "findings": record.findings}))
+            .into_response(),
+    )
+}
+
+async fn run_log(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = visible(&api, &p, &id)?;
+    let path = api.runs.run_dir(&run.meta().run_id).join("log.jsonl");
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        )
+            .into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            String::new(),
+        )
+            .into_response()),
+        Err(e) => Err(Problem::internal(e)),
+    }
+}
+
+async fn run_artifacts(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let run = visible(&api, &p, &id)?;
+    let dir = api.runs.run_dir(&run.meta().run_id).join("artifacts");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            if let (Ok(meta), Some(name)) = (e.metadata(), e.file_name().to_str())
+                && meta.is_file()
+            {
+                out.push(json!({"name": name, "bytes": meta.len()}));
+            }
+        }
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(json!({"artifacts": out})))
+}
+
+async fn run_artifact(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let run = visible(&api, &p, &id)?;
+    let safe = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    if !safe {
+        return Err(Problem::not_found("artifact", &name));
+    }
+    let path = api
+        .runs
+        .run_dir(&run.meta().run_id)
+        .join("artifacts")
+        .join(&name);
+    // Artifacts are regular files the host wrote; never follow a link.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path);
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match file {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}\"",
+                        name.replace(['"', '\\'], "_")
+                    ),
+                ),
+            ],
+            Body::from_stream(tokio_util::io::ReaderStream::new(
+                tokio::fs::File::from_std(f),
+            )),
+        )
+            .into_response()),
+        _ => Err(Problem::not_found("artifact", &name)),
+    }
+}
+
+async fn cancel_run(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = visible(&api, &p, &id)?;
+    need(&p, Role::Submitter)?;
+    if !api.runs.cancel(&run) {
+        return Err(Problem::conflict(format!(
+            "run `{id}` has already ended ({}); retry it to run it again",
+            run.meta().status.as_str()
+        )));
+    }
+    Ok(with_object(
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": id, "cancelling": true})),
+        )
+            .into_response(),
+        &id,
+    ))
+}
+
+async fn run_events(
+    State(api): State<AppState>,
+    axum::Extension(p): Who,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let run = visible(&api, &p, &id)?;
+    let after: u64 = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                Problem::bad_request("Last-Event-ID must be an event number this server sent")
+            })?,
+    };
+    let stream =
+        futures::stream::unfold((run, after, false), |(run, mut after, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // Register for the next change before reading, so no event
+                // slips between the read and the wait.
+                let watched = run.clone();
+                let changed = watched.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let (events, ended) = run.events_after(after);
+                if !events.is_empty() {
+                    after = events.last().map_or(after, |e| e.id);
+                    let batch: Vec<Result<SseEvent, std::convert::Infallible>> = events
+                        .into_iter()
+                        .map(|e| {
+                            Ok(SseEvent::default()
+                                .id(e.id.to_string())
+                                .event(e.kind)
+                                .data(e.data.to_string()))
+                        })
+                        .collect();
+                    // Stop after the final status event went out.
+                    let finished = ended && run.events_after(after).0.is_empty();
+                    return Some((futures::stream::iter(batch), (run, after, finished)));
+                }
+                if ended {
+                    return None;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(15), changed).await;
+            }
+        });
+    use futures::StreamExt as _;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
