@@ -933,3 +933,213 @@ async fn batch_starts_each_entry_on_its_own_and_the_audit_log_records_it() {
         "{metrics}"
     );
 }
+
+/// The OpenAPI document is made with the router: every route in it is
+/// served, and docs/API.md lists exactly the routes it has.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_and_the_docs() {
+    let server = Server::start(&["hello"], "");
+    let c = Client::new(&server, Some(&server.token("team-a", "submitter")));
+    let (s, doc) = Client::new(&server, None).get("/v1/openapi.json").await;
+    assert_eq!(s, 200, "the document needs no token");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path}"
+            );
+            let concrete: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = c.req(m, &concrete).json(&json!({})).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert_ne!(status, 405, "{method} {path} is documented but not served");
+            assert!(
+                !body.contains("no-such-route"),
+                "{method} {path} is documented but not served: {body}"
+            );
+        }
+    }
+    // A route the server lacks answers as such (the check above can fail).
+    let resp = c
+        .req(reqwest::Method::GET, "/v1/runs/x/nothing")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.text().await.unwrap().contains("no-such-route"));
+
+    let api_md = std::fs::read_to_string(toolhost_tests::repo().join("docs/API.md")).unwrap();
+    let mut in_docs = std::collections::BTreeSet::new();
+    for line in api_md.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line
+            .trim_start_matches("| `")
+            .split('`')
+            .next()
+            .unwrap_or_default();
+        let Some((method, rest)) = cell.split_once(' ') else {
+            continue;
+        };
+        if !matches!(method, "GET" | "POST" | "HEAD" | "DELETE" | "PUT") {
+            continue;
+        }
+        in_docs.insert(format!("{method} {rest}"));
+        // `HEAD /v1/targets/{sha256}`, `GET …`: the same path, another method.
+        if line.contains("`, `GET …`") {
+            in_docs.insert(format!("GET {rest}"));
+        }
+    }
+    assert_eq!(
+        in_docs, documented,
+        "docs/API.md's route table and the served routes differ"
+    );
+}
+
+/// CI through the CLI: log in, submit with --wait, --fail-on and --sarif,
+/// then status, list, findings, logs, artifacts and retry, all through the
+/// server, with `toolhost run`'s exit codes.
+#[tokio::test]
+async fn the_ci_flow_through_the_cli() {
+    let server = Server::start(&["probe"], "");
+    let token = server.token("team-a", "submitter");
+    let home = tempfile::tempdir().unwrap();
+    let creds = home.path().join("credentials.json");
+    let cli = |args: &[&str]| {
+        let mut c = server.host.cli();
+        c.env("TOOLHOST_CREDENTIALS", &creds)
+            .env_remove("TOOLHOST_SERVER")
+            .env_remove("TOOLHOST_TOKEN")
+            .args(args);
+        c
+    };
+    let run = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A wrong token is refused and nothing is stored.
+    let (code, _, err) = run(cli(&["login", "--server", &server.url]).env(
+        "TOOLHOST_TOKEN",
+        "thk_000000000000_wrongwrongwrongwrongwrongwrongwrong",
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not valid"), "{err}");
+    assert!(!creds.exists());
+    let (code, out, err) =
+        run(cli(&["login", "--server", &server.url]).env("TOOLHOST_TOKEN", &token));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("tenant `team-a`"), "{err}");
+    assert!(
+        !out.contains(&token) && !err.contains(&token),
+        "the token is never printed"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("notes.txt"), "hello\n").unwrap();
+    let params = home.path().join("params.json");
+    std::fs::write(
+        &params,
+        json!({"actions": [{"op": "read", "path": "notes.txt"}, {"op": "findings", "count": 2},
+            {"op": "artifact", "name": "report.txt", "data": "the report"}, {"op": "say", "message": "probe says hi"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let sarif = home.path().join("out.sarif");
+    let t = target.path().to_str().unwrap();
+    let (code, out, err) = run(&mut cli(&[
+        "submit",
+        "probe",
+        "--target",
+        t,
+        "--params-file",
+        params.to_str().unwrap(),
+        "--wait",
+        "--fail-on",
+        "low",
+        "--sarif",
+        sarif.to_str().unwrap(),
+        "--label",
+        "ci=yes",
+    ]));
+    assert_eq!(code, 1, "findings at --fail-on give 1: {out}{err}");
+    assert!(out.contains("probe 0.1.0 succeeded"), "{out}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&sarif).unwrap()).unwrap();
+    assert_valid_sarif(&doc);
+    assert_eq!(doc["runs"][0]["results"].as_array().unwrap().len(), 2);
+
+    let (code, out, _) = run(&mut cli(&["list", "--json"]));
+    assert_eq!(code, 0);
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["labels"]["ci"], "yes");
+    let (code, out, _) = run(&mut cli(&["status", &id]));
+    assert_eq!(code, 0);
+    assert!(out.contains("succeeded"), "{out}");
+    let (_, out, _) = run(&mut cli(&["findings", &id, "--format", "json"]));
+    let findings: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(findings.as_array().unwrap().len(), 2);
+    let (_, out, _) = run(&mut cli(&["logs", &id]));
+    assert!(out.contains("probe says hi"), "{out}");
+    let dl = home.path().join("artifacts");
+    let (code, _, err) = run(&mut cli(&["artifacts", &id, "--out", dl.to_str().unwrap()]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dl.join("report.txt")).unwrap(),
+        "the report"
+    );
+    let (code, out, err) = run(&mut cli(&["retry", &id, "--wait"]));
+    assert_eq!(code, 0, "no --fail-on: 0: {out}{err}");
+    let (_, out, _) = run(&mut cli(&["list", "--json"]));
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs[0]["retry_of"], id.as_str());
+
+    // A failing run exits 3; a submit with bad parameters 2, before any upload.
+    std::fs::write(
+        &params,
+        json!({"actions": [{"op": "fail", "message": "broken on purpose"}]}).to_string(),
+    )
+    .unwrap();
+    let (code, out, _) = run(&mut cli(&[
+        "submit",
+        "probe",
+        "--target",
+        t,
+        "--params-file",
+        params.to_str().unwrap(),
+        "--wait",
+    ]));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("broken on purpose"), "{out}");
+    let (code, _, err) = run(&mut cli(&[
+        "submit", "probe", "--target", t, "-p", "nope=1",
+    ]));
+    assert_eq!(code, 2, "{err}");
+
+    // A dead server is named as such.
+    let (code, _, err) = run(cli(&["list"])
+        .env("TOOLHOST_SERVER", "http://127.0.0.1:9")
+        .env("TOOLHOST_TOKEN", &token));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:9"),
+        "{err}"
+    );
+    let (code, _, _) = run(&mut cli(&["logout"]));
+    assert_eq!(code, 0);
+    assert!(!creds.exists());
+}

@@ -319,6 +319,14 @@ pub(super) async fn validate(g: &GlobalArgs, args: ValidateArgs) -> anyhow::Resu
 }
 
 pub(super) async fn findings(g: &GlobalArgs, args: FindingsArgs) -> anyhow::Result<u8> {
+    if let Some(api) = super::remote::api_client()? {
+        let format = match args.format {
+            FindingsFormat::Table => "table",
+            FindingsFormat::Json => "json",
+            FindingsFormat::Sarif => "sarif",
+        };
+        return super::server::findings(&api, &args.run_id, format).await;
+    }
     let config = load_config(g)?;
     let store = LocalStore::new(&config.data_dir);
     // Embedded runs are recorded locally; distributed ones in the blob

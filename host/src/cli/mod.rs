@@ -10,6 +10,7 @@ mod output;
 mod remote;
 mod run;
 mod serve;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,7 +109,11 @@ enum Command {
     New(new::NewArgs),
     /// Report what the tool sandbox can enforce here, and which tools exist.
     Doctor(doctor::DoctorArgs),
-    /// Distributed: pack and upload a target, start a run on Temporal.
+    /// Log in to a `toolhost serve`: submit, status, list, ... then go through it.
+    Login(server::LoginArgs),
+    /// Forget the login.
+    Logout,
+    /// Pack and upload a target, start a run (on the server, or on Temporal).
     Submit(remote::SubmitArgs),
     /// Distributed: a run's state, live progress, or why it is still queued.
     Status(remote::StatusArgs),
@@ -116,6 +121,8 @@ enum Command {
     List(remote::ListArgs),
     /// Distributed: cancel a run (its tools are killed, the guest sees `cancelled`).
     Cancel(remote::CancelArgs),
+    /// Start a run again with the same inputs (through a server).
+    Retry(remote::RetryArgs),
     /// Distributed: a run's log.
     Logs(remote::LogsArgs),
     /// Distributed: download a run's artifacts.
@@ -160,7 +167,10 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Validate(args) => inspect::validate(&g, args).await,
         Command::Findings(args) => inspect::findings(&g, args).await,
         Command::New(args) => new::new(args),
+        Command::Login(args) => server::login(args).await,
+        Command::Logout => server::logout(),
         Command::Submit(args) => remote::submit(&g, args).await,
+        Command::Retry(args) => remote::retry(&g, args).await,
         Command::Status(args) => remote::status(&g, args).await,
         Command::List(args) => remote::list(&g, args).await,
         Command::Cancel(args) => remote::cancel(&g, args).await,

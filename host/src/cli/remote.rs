@@ -60,9 +60,16 @@ pub struct SubmitArgs {
     /// Print JSON on stdout (the run id, or with --wait the run record).
     #[arg(long)]
     json: bool,
-    /// Use this run id instead of `<workflow>-<random>`.
+    /// Use this run id instead of `<workflow>-<random>` (direct Temporal only).
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
+    /// A label for the run, KEY=VALUE (repeatable; through a server).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Start one run however often this is sent (through a server): a CI
+    /// job's retry with the same key gets the run the first try started.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 fn bar(enabled: bool, template: &str) -> ProgressBar {
@@ -215,7 +222,43 @@ pub(super) async fn published_workflows(g: &GlobalArgs, json_out: bool) -> anyho
     Ok(exit::OK)
 }
 
+/// The API client when a login says the commands go through a server.
+fn server() -> anyhow::Result<Option<super::server::ApiClient>> {
+    super::server::current_login()?
+        .map(super::server::ApiClient::new)
+        .transpose()
+}
+
 pub(super) async fn submit(g: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        if args.run_id.is_some() {
+            return Err(CliError::with_code(
+                exit::USAGE,
+                "--run-id is for direct Temporal submission; the server names its runs (use --idempotency-key to make a retried submit start one run)",
+            ));
+        }
+        return super::server::submit(
+            &api,
+            super::server::SubmitRequest {
+                workflow: &args.workflow,
+                target: &args.target,
+                params: &args.params,
+                labels: &args.labels,
+                idempotency_key: args.idempotency_key.as_deref(),
+                wait: args.wait,
+                sarif: args.sarif.as_ref(),
+                fail_on: args.fail_on,
+                json: args.json,
+            },
+        )
+        .await;
+    }
+    if !args.labels.is_empty() || args.idempotency_key.is_some() {
+        return Err(CliError::with_code(
+            exit::USAGE,
+            "--label and --idempotency-key need a server: `toolhost login --server URL` first",
+        ));
+    }
     let client = client(g).await?;
     let wf = published(client.blobs.as_ref(), &args.workflow)
         .await
@@ -375,6 +418,9 @@ pub struct StatusArgs {
 }
 
 pub(super) async fn status(g: &GlobalArgs, args: StatusArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        return super::server::status(&api, &args.run_id, args.json, args.wait).await;
+    }
     let client = client(g).await?;
     if args.wait {
         let output = follow(&client, &args.run_id, !args.json).await?;
@@ -506,6 +552,16 @@ pub struct ListArgs {
 }
 
 pub(super) async fn list(g: &GlobalArgs, args: ListArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        return super::server::list(
+            &api,
+            args.workflow.as_deref(),
+            args.status.as_deref(),
+            args.limit,
+            args.json,
+        )
+        .await;
+    }
     let client = client(g).await?;
     let runs = client
         .list(args.workflow.as_deref(), args.status.as_deref(), args.limit)
@@ -537,6 +593,9 @@ pub struct CancelArgs {
 }
 
 pub(super) async fn cancel(g: &GlobalArgs, args: CancelArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        return super::server::cancel(&api, &args.run_id).await;
+    }
     let client = client(g).await?;
     client.cancel(&args.run_id).await?;
     eprintln!(
@@ -556,7 +615,7 @@ pub struct LogsArgs {
     follow: bool,
 }
 
-fn print_log(bytes: &[u8]) {
+pub(super) fn print_log(bytes: &[u8]) {
     for line in String::from_utf8_lossy(bytes).lines() {
         match serde_json::from_str::<Value>(line) {
             Ok(v) => println!(
@@ -571,6 +630,9 @@ fn print_log(bytes: &[u8]) {
 }
 
 pub(super) async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        return super::server::logs(&api, &args.run_id, args.follow).await;
+    }
     let client = client(g).await?;
     let key = RunRecord::key(&args.run_id, "log.jsonl");
     let mut printed = 0usize;
@@ -629,6 +691,9 @@ pub struct ArtifactsArgs {
 }
 
 pub(super) async fn artifacts(g: &GlobalArgs, args: ArtifactsArgs) -> anyhow::Result<u8> {
+    if let Some(api) = server()? {
+        return super::server::artifacts(&api, &args.run_id, &args.out).await;
+    }
     let config = load_config(g)?;
     let blobs = config.blob_store()?;
     crate::engine::check_run_id(&args.run_id).map_err(|e| CliError::with_code(exit::USAGE, e))?;
@@ -652,4 +717,32 @@ pub(super) async fn artifacts(g: &GlobalArgs, args: ArtifactsArgs) -> anyhow::Re
         println!("{} ({n} bytes)", dest.display());
     }
     Ok(exit::OK)
+}
+
+/// Arguments of `toolhost retry`.
+#[derive(Args, Debug)]
+pub struct RetryArgs {
+    /// The run to run again (same workflow, parameters, target, labels).
+    run_id: String,
+    /// Follow the new run to its end and exit like `toolhost run`.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn retry(_g: &GlobalArgs, args: RetryArgs) -> anyhow::Result<u8> {
+    match server()? {
+        Some(api) => super::server::retry(&api, &args.run_id, args.wait, args.json).await,
+        None => Err(CliError::with_code(
+            exit::USAGE,
+            "retry goes through a server: `toolhost login --server URL` first",
+        )),
+    }
+}
+
+/// Whether the commands go through a server, and the client if so.
+pub(super) fn api_client() -> anyhow::Result<Option<super::server::ApiClient>> {
+    server()
 }

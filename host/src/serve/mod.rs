@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod runs;
 pub mod targets;
@@ -26,7 +27,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,7 @@ use crate::config::{HostConfig, ServeConfig};
 use crate::engine::{LocalEngine, StartError};
 use audit::{AuditEntry, AuditLog, AuditObject};
 use limits::Limiter;
+use openapi::{DocumentedRouter, RouteDoc};
 use problem::{ApiResult, Problem};
 use runs::{ApiStatus, Run, RunMeta, Runs, Start};
 use targets::{TargetStore, UploadError};
@@ -110,34 +111,120 @@ impl Api {
 
     /// The routes of the API.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        let v1 = axum::Router::new()
-            .route("/workflows", get(list_workflows))
-            .route("/workflows/{name}", get(get_workflow))
-            .route("/targets", post(upload_target))
-            .route("/targets/{sha256}", get(get_target).head(head_target))
-            .route("/runs", post(start_run).get(list_runs))
-            .route("/runs/batch", post(start_batch))
-            .route("/runs/{id}", get(get_run))
-            .route("/runs/{id}/findings", get(run_findings))
-            .route("/runs/{id}/log", get(run_log))
-            .route("/runs/{id}/artifacts", get(run_artifacts))
-            .route("/runs/{id}/artifacts/{name}", get(run_artifact))
-            .route("/runs/{id}/events", get(run_events))
-            .route("/runs/{id}/cancel", post(cancel_run))
-            .route("/runs/{id}/retry", post(retry_run))
-            .route("/whoami", get(whoami))
-            .route_layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                authenticate,
-            ));
-        axum::Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(render_metrics))
-            .nest("/v1", v1)
+        let (router, _) = self.router_and_routes();
+        router
+    }
+
+    /// The router and the documentation of every route it serves.
+    pub fn router_and_routes(self: &Arc<Self>) -> (axum::Router, Vec<RouteDoc>) {
+        use axum::http::Method;
+        use openapi::schema;
+        const JSON: &str = "application/json";
+        let doc = |method: Method,
+                   path: &'static str,
+                   role: Option<Role>,
+                   summary: &'static str| RouteDoc {
+            method,
+            path,
+            summary,
+            role,
+            request: None,
+            query: &[],
+            success: (200, JSON, None),
+            errors: &[],
+        };
+        let r = Some;
+        let (v1, mut routes) = DocumentedRouter::new()
+            .route(RouteDoc { errors: &[], ..doc(Method::GET, "/v1/whoami", r(Role::Viewer), "the token's id, tenant and role") }, whoami)
+            .route(doc(Method::GET, "/v1/workflows", r(Role::Viewer), "the catalog of workflows, and files the toolbox rejected"), list_workflows)
+            .route(RouteDoc { errors: &[404], ..doc(Method::GET, "/v1/workflows/{name}", r(Role::Viewer), "one workflow: metadata, parameter schema, versions by digest, what serves it") }, get_workflow)
+            .route(
+                RouteDoc {
+                    request: Some(("application/octet-stream", || json!({"type": "string", "contentMediaType": "application/x-tar", "description": "a tar, tar.gz or tar.zst of the target directory"}))),
+                    success: (201, JSON, Some(schema::<targets::TargetInfo>)),
+                    errors: &[403, 413, 422],
+                    ..doc(Method::POST, "/v1/targets", r(Role::Submitter), "upload a target archive (200 when this tenant already has it)")
+                },
+                upload_target,
+            )
+            .route(RouteDoc { success: (200, JSON, Some(schema::<targets::TargetInfo>)), errors: &[404], ..doc(Method::GET, "/v1/targets/{sha256}", r(Role::Viewer), "the record of an uploaded target") }, get_target)
+            .route(RouteDoc { success: (200, "", None), errors: &[404], ..doc(Method::HEAD, "/v1/targets/{sha256}", r(Role::Viewer), "whether this tenant has the target") }, head_target)
+            .route(
+                RouteDoc {
+                    request: Some((JSON, schema::<StartBody>)),
+                    success: (202, JSON, Some(schema::<RunMeta>)),
+                    errors: &[400, 403, 404, 409, 422],
+                    ..doc(Method::POST, "/v1/runs", r(Role::Submitter), "start a run (header Idempotency-Key: one run per key)")
+                },
+                start_run,
+            )
+            .route(
+                RouteDoc {
+                    query: &[("workflow", "workflow name"), ("status", "queued, running, succeeded, failed, cancelled, timed-out"), ("label", "KEY=VALUE"), ("since", "RFC 3339, created at or after"), ("until", "RFC 3339, created before"), ("tenant", "admins: one tenant"), ("limit", "1 to 500, default 50"), ("cursor", "next_cursor of the previous page")],
+                    errors: &[400, 403],
+                    ..doc(Method::GET, "/v1/runs", r(Role::Viewer), "runs, newest first, filtered and paged")
+                },
+                list_runs,
+            )
+            .route(RouteDoc { request: Some((JSON, schema::<BatchBody>)), errors: &[400, 403], ..doc(Method::POST, "/v1/runs/batch", r(Role::Submitter), "start many runs; each entry gets its own answer") }, start_batch)
+            .route(RouteDoc { success: (200, JSON, Some(schema::<RunMeta>)), errors: &[404], ..doc(Method::GET, "/v1/runs/{id}", r(Role::Viewer), "a run: status, live progress, pending tools, summary, counts") }, get_run)
+            .route(RouteDoc { query: &[("format", "json (default) or sarif")], errors: &[400, 404, 409], ..doc(Method::GET, "/v1/runs/{id}/findings", r(Role::Viewer), "a run's findings, as JSON or SARIF 2.1.0") }, run_findings)
+            .route(RouteDoc { success: (200, "application/x-ndjson", None), errors: &[404], ..doc(Method::GET, "/v1/runs/{id}/log", r(Role::Viewer), "a run's log, JSON lines") }, run_log)
+            .route(RouteDoc { errors: &[404], ..doc(Method::GET, "/v1/runs/{id}/artifacts", r(Role::Viewer), "a run's artifacts, by name and size") }, run_artifacts)
+            .route(RouteDoc { success: (200, "application/octet-stream", None), errors: &[404], ..doc(Method::GET, "/v1/runs/{id}/artifacts/{name}", r(Role::Viewer), "one artifact's bytes") }, run_artifact)
+            .route(RouteDoc { success: (200, "text/event-stream", None), errors: &[400, 404], ..doc(Method::GET, "/v1/runs/{id}/events", r(Role::Viewer), "Server-Sent Events of a run, resumable with Last-Event-ID") }, run_events)
+            .route(RouteDoc { success: (202, JSON, None), errors: &[403, 404, 409], ..doc(Method::POST, "/v1/runs/{id}/cancel", r(Role::Submitter), "cancel a live run") }, cancel_run)
+            .route(RouteDoc { success: (202, JSON, Some(schema::<RunMeta>)), errors: &[403, 404], ..doc(Method::POST, "/v1/runs/{id}/retry", r(Role::Submitter), "a new run with the same inputs, linked to this one") }, retry_run)
+            .split();
+        let v1 = v1.route_layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            authenticate,
+        ));
+        let document = Arc::new(std::sync::OnceLock::<Value>::new());
+        let served = document.clone();
+        let (public, public_routes) = DocumentedRouter::new()
+            .route(
+                RouteDoc {
+                    role: None,
+                    ..doc(Method::GET, "/healthz", None, "alive")
+                },
+                healthz,
+            )
+            .route(
+                RouteDoc {
+                    errors: &[503],
+                    ..doc(
+                        Method::GET,
+                        "/readyz",
+                        None,
+                        "ready: toolbox, storage, engine and tokens usable, each named",
+                    )
+                },
+                readyz,
+            )
+            .route(
+                RouteDoc {
+                    success: (200, "text/plain", None),
+                    ..doc(Method::GET, "/metrics", None, "Prometheus metrics")
+                },
+                render_metrics,
+            )
+            .route(
+                doc(Method::GET, "/v1/openapi.json", None, "this document"),
+                move || {
+                    let served = served.clone();
+                    async move { Json(served.get().cloned().unwrap_or_default()) }
+                },
+            )
+            .split();
+        routes.extend(public_routes);
+        let _ = document.set(openapi::document(&routes, env!("CARGO_PKG_VERSION")));
+        let router = public
+            .merge(v1)
             .fallback(unknown_route)
             .layer(axum::middleware::from_fn_with_state(self.clone(), measure))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        (router, routes)
     }
 }
 
@@ -487,7 +574,8 @@ async fn head_target(
 
 // ----------------------------------------------------------------- runs
 
-#[derive(Debug, Deserialize)]
+/// A request to start a run.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
     workflow: String,
@@ -667,7 +755,8 @@ async fn start_run(
 /// At most this many runs per batch.
 const MAX_BATCH: usize = 100;
 
-#[derive(Debug, Deserialize)]
+/// Many run requests.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     runs: Vec<Value>,
@@ -763,6 +852,18 @@ async fn run_view(api: &Api, run: &Run) -> Value {
     }
     if meta.status.is_final() {
         if let Some(record) = api.runs.record(&meta.run_id).await {
+            // The whole record but its findings (`/findings` has them).
+            if let (Some(view), Ok(Value::Object(rec))) =
+                (v.as_object_mut(), serde_json::to_value(&record))
+            {
+                for (k, val) in rec {
+                    if k == "target" {
+                        view.insert("target_label".into(), val);
+                    } else if k != "findings" && !view.contains_key(&k) {
+                        view.insert(k, val);
+                    }
+                }
+            }
             v["workflow_version"] = json!(record.workflow_version);
             v["component_digest"] = json!(record.component_digest);
             v["started_at"] = json!(record.started_at);

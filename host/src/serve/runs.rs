@@ -24,7 +24,7 @@ use crate::engine::{LocalEngine, RunRecord, RunRequest, RunStatus, StartError};
 const MAX_LOG_EVENTS: usize = 20_000;
 
 /// The state of an API run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApiStatus {
     /// Accepted, waiting for a free slot.
@@ -77,7 +77,7 @@ impl From<RunStatus> for ApiStatus {
 }
 
 /// What the API knows of a run beside its record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunMeta {
     pub run_id: String,
     pub tenant: String,

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::storage::pack::{UnpackCaps, UnpackError, is_sha256_hex, unpack_target};
 
 /// What is known of a stored target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TargetInfo {
     pub sha256: String,
     /// Bytes uploaded.
