@@ -396,9 +396,14 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Runs `once` once to warm up, then [`RUNS`] times; the result of the
 /// last run with the median times.
 fn median_of(mut once: impl FnMut() -> Result<Reported>) -> Result<Reported> {
+    // Each run starts from a flushed file system: the previous run's
+    // deleted workspace (thousands of inodes) is not charged to the next.
+    let sync = || Command::new("sync").status().map(|_| ());
+    sync()?;
     once()?;
     let mut runs = Vec::new();
     for _ in 0..RUNS {
+        sync()?;
         runs.push(once()?);
     }
     let median = |f: &dyn Fn(&Reported) -> f64| {

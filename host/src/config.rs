@@ -77,6 +77,18 @@ pub struct ServeConfig {
     pub max_concurrent_runs: usize,
     /// Per-token rate limits and quotas.
     pub limits: ServeLimits,
+    /// `[serve.tls]`: serve HTTPS with this certificate (rustls).
+    pub tls: Option<ServeTls>,
+}
+
+/// `[serve.tls]`: PEM files of the server's certificate chain and key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeTls {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +99,7 @@ impl Default for ServeConfig {
             max_upload_mib: 1024,
             max_concurrent_runs: 0,
             limits: ServeLimits::default(),
+            tls: None,
         }
     }
 }
@@ -225,6 +238,10 @@ impl HostConfig {
         config.toolbox = base.join(&config.toolbox);
         config.data_dir = base.join(&config.data_dir);
         config.work_dir = config.work_dir.map(|w| base.join(w));
+        if let Some(tls) = &mut config.serve.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
         config.use_builtin_verticals()?;
         config.apply_env();
         config.check()?;

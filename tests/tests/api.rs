@@ -44,25 +44,17 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
+                if let Some(rest) = line.split("API v1 on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(url.to_string());
                 }
                 eprintln!("serve: {line}");
             }
         });
-        let addr = rx
+        let url = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("the server announces its address");
-        Server {
-            child,
-            url: format!("http://{addr}"),
-            host,
-        }
+        Server { child, url, host }
     }
 
     fn token(&self, tenant: &str, role: &str) -> String {
@@ -1142,4 +1134,128 @@ async fn the_ci_flow_through_the_cli() {
     let (code, _, _) = run(&mut cli(&["logout"]));
     assert_eq!(code, 0);
     assert!(!creds.exists());
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A 2 GiB upload streams through the server: its memory stays bounded,
+/// the target is stored whole, and its digest is that of the bytes sent.
+#[tokio::test]
+async fn a_multi_gib_upload_streams_with_bounded_memory() {
+    let server = Server::start(&["probe"], "max_upload_mib = 4096");
+    let c = Client::new(&server, Some(&server.token("team-a", "submitter")));
+    let before = peak_rss_kib(server.child.id());
+    const SIZE: u64 = 2 << 30;
+    let mut header = tar::Header::new_gnu();
+    header.set_path("big.bin").unwrap();
+    header.set_size(SIZE);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let head = header.as_bytes().to_vec();
+    let chunk = vec![0u8; 1 << 20];
+    let chunks = (SIZE >> 20) as usize;
+    // Generated as it is sent: the client holds 1 MiB at a time too.
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, &head);
+    for _ in 0..chunks {
+        sha2::Digest::update(&mut hasher, &chunk);
+    }
+    sha2::Digest::update(&mut hasher, [0u8; 1024]);
+    let expected = hex::encode(sha2::Digest::finalize(hasher));
+    let body = futures::stream::iter(
+        std::iter::once(head)
+            .chain(std::iter::repeat_n(chunk, chunks))
+            .chain(std::iter::once(vec![0u8; 1024]))
+            .map(Ok::<_, std::io::Error>),
+    );
+    let resp = c
+        .req(reqwest::Method::POST, "/v1/targets")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["sha256"], expected.as_str());
+    assert_eq!(v["bytes"], SIZE + 1536);
+    assert_eq!(v["unpacked_bytes"], SIZE);
+    let grew_mib = (peak_rss_kib(server.child.id()) - before) / 1024;
+    assert!(
+        grew_mib < 64,
+        "the server's peak memory grew by {grew_mib} MiB for a 2 GiB upload"
+    );
+    let tree = server
+        .api_dir()
+        .join(format!("tenants/team-a/targets/{expected}/tree/big.bin"));
+    assert_eq!(std::fs::metadata(tree).unwrap().len(), SIZE);
+}
+
+/// `[serve.tls]` turns the server into an HTTPS one (rustls).
+#[tokio::test]
+async fn tls_is_one_config_section_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &["hello"],
+        &format!(
+            "[serve.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let token = server.token("team-a", "viewer");
+    let resp = https
+        .get(format!("{}/v1/workflows", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let plain = server.url.replace("https://", "http://");
+    let answer = reqwest::get(format!("{plain}/healthz")).await;
+    assert!(
+        answer.is_err() || !answer.unwrap().status().is_success(),
+        "no plain HTTP on a TLS port"
+    );
+
+    // A key that is not one is refused at start with the file named.
+    std::fs::write(&key, "not a key").unwrap();
+    let host = TestHost::with_config(&["hello"], "", |text| {
+        format!(
+            "{text}\n[serve.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    });
+    let out = host
+        .cli()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[serve.tls]") && err.contains("key.pem"),
+        "{err}"
+    );
 }

@@ -53,6 +53,11 @@ Quick start:
   toolhost run security_assessment --target .       scan the current directory
   toolhost new my_scan                              start a new workflow crate
 
+The API server (see docs/API.md):
+  toolhost token create --tenant team-a             a token for a tenant (printed once)
+  toolhost serve                                    API v1 on 127.0.0.1:7400
+  toolhost login --server http://127.0.0.1:7400     then submit, status, list, ... go through it
+
 Distributed mode (Temporal + S3; see docs/DISTRIBUTED.md):
   toolhost host --config host.toml                  a Temporal worker for one vertical
   toolhost submit security_assessment --target . --wait

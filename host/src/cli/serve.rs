@@ -50,6 +50,10 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
         .parse()
         .with_context(|| format!("`{}` is not an address like 127.0.0.1:7400", serve.listen))?;
     check_bind(&addr, serve.auth)?;
+    let tls = match &serve.tls {
+        Some(t) => Some(crate::serve::tls_config(t).await?),
+        None => None,
+    };
     let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
     let toolbox = Toolbox::open(runtime, config.clone()).await?;
     for event in toolbox.registry().as_events() {
@@ -73,7 +77,8 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!("API listening on http://{local}");
     eprintln!(
-        "toolhost serve: API v1 on http://{local}{} (Ctrl-C to stop)",
+        "toolhost serve: API v1 on {}://{local}{} (Ctrl-C to stop)",
+        if serve.tls.is_some() { "https" } else { "http" },
         if serve.auth {
             ""
         } else {
@@ -86,7 +91,7 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
         tracing::info!("shutting down: live runs are cancelled and recorded");
         stop.cancel();
     });
-    crate::serve::serve(api, listener, shutdown).await?;
+    crate::serve::serve(api, listener, tls, shutdown).await?;
     Ok(exit::OK)
 }
 

@@ -232,18 +232,59 @@ impl Api {
 pub async fn serve(
     api: Arc<Api>,
     listener: tokio::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = api.router();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("HTTP server failed")?;
+    match tls {
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")?,
+        Some(rustls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+                .context("HTTPS server failed")?;
+        }
+    }
     api.runs.drain().await;
     Ok(())
+}
+
+/// The rustls configuration of `[serve.tls]`, with errors that name the file.
+pub async fn tls_config(
+    tls: &crate::config::ServeTls,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    // rustls has two crypto back ends in this build; say which one serves.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for (what, path) in [("certificate", &tls.cert), ("key", &tls.key)] {
+        std::fs::metadata(path).with_context(|| {
+            format!(
+                "[serve.tls] {what} `{}` cannot be read; point it at a PEM file",
+                path.display()
+            )
+        })?;
+    }
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .with_context(|| {
+            format!(
+                "[serve.tls] `{}` and `{}` are not a PEM certificate chain and its private key",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })
 }
 
 // ------------------------------------------------------------------ auth
