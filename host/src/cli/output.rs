@@ -52,10 +52,11 @@ pub fn print_run_summary(record: &RunRecord, run_dir: &Path) {
                 .as_deref()
                 .map(|r| crate::text::display_line(r, 100))
                 .unwrap_or_default();
-            println!(
+            let line = format!(
                 "    {:<width$}  {status}  {reason}",
                 crate::text::one_line(&a.name)
             );
+            println!("{}", line.trim_end());
         }
     }
     if !record.findings.is_empty() {

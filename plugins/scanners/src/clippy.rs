@@ -213,6 +213,9 @@ pub fn cargo_build_outcome(stdout: &str) -> BuildOutcome {
     let mut compile_errors = 0;
     let mut denied_lints = 0;
     let mut first = None;
+    // With `--all-targets` a library is compiled twice (lib and its
+    // tests): the same error at the same place counts once.
+    let mut seen = std::collections::HashSet::new();
     for line in stdout.lines().map(str::trim).filter(|l| l.starts_with('{')) {
         if let Ok(f) = serde_json::from_str::<BuildFinished>(line)
             && f.reason.as_deref() == Some("build-finished")
@@ -236,7 +239,11 @@ pub fn cargo_build_outcome(stdout: &str) -> BuildOutcome {
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         };
         let is_lint = d.code.as_ref().is_some_and(|c| !is_error_code(&c.code));
-        if d.level == "error" && !d.spans.is_empty() {
+        let place = d
+            .spans
+            .first()
+            .map(|sp| (sp.file_name.clone(), sp.line_start));
+        if d.level == "error" && !d.spans.is_empty() && seen.insert((d.message.clone(), place)) {
             if is_lint {
                 denied_lints += 1;
             } else {
@@ -377,6 +384,15 @@ mod outcome_tests {
         // A build script failed: the build finished, unsuccessfully, with
         // no compiler error.
         assert_eq!(cargo_build_outcome(FINISHED_FAIL), BuildOutcome::NotBuilt);
+    }
+
+    #[test]
+    fn an_error_reported_for_the_lib_and_its_tests_counts_once() {
+        let out = format!("{E0308}\n{E0308}\n{ABORTING}\n{FINISHED_FAIL}");
+        match cargo_build_outcome(&out) {
+            BuildOutcome::CompileErrors { count, .. } => assert_eq!(count, 1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
