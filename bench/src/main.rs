@@ -11,6 +11,7 @@
 //! it measures the secret scan's recall, false positives and speed against
 //! detect-secrets on a planted corpus ([`scanners`]).
 
+mod api;
 mod distributed;
 mod fuzzing;
 mod scanners;
@@ -101,9 +102,12 @@ async fn main() -> Result<()> {
     if args.iter().any(|a| a == "--scanners") {
         return scanners::main().await;
     }
+    if args.iter().any(|a| a == "--api") {
+        return api::main().await;
+    }
     if let Some(other) = args.first() {
         anyhow::bail!(
-            "unknown argument `{other}`; use no arguments, --distributed, --fuzzing or --scanners"
+            "unknown argument `{other}`; use no arguments, --distributed, --fuzzing, --scanners or --api"
         );
     }
     let hello = std::fs::read(repo().join("toolbox/hello.wasm"))

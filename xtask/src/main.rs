@@ -24,6 +24,9 @@ commands:
                           (report: target/bench/report-distributed.md)
   bench --fuzzing         libFuzzer execs/s through cargo_fuzzing against `cargo fuzz run`
                           on the same target (report: target/bench/report-fuzzing.md)
+  bench --api             API v1 latency through `toolhost serve` against the run layer
+                          called directly, and listing over 100,000 runs
+                          (report: target/bench/report-api.md)
   bench --scanners        secret scanning: recall, false positives and MB/s of
                           security_assessment against detect-secrets on a planted corpus
                           (report: target/bench/report-scanners.md)

@@ -996,20 +996,21 @@ async fn list_runs(
             Problem::bad_request("`cursor` is not one this server gave; start again without it")
         })?),
     };
-    let all = api.runs.list(|m| {
-        p.sees(&m.tenant)
-            && q.tenant.as_ref().is_none_or(|t| *t == m.tenant)
-            && q.workflow.as_ref().is_none_or(|w| *w == m.workflow)
-            && status.is_none_or(|s| s == m.status)
-            && label.is_none_or(|(k, v)| m.labels.get(k).is_some_and(|x| x == v))
-            && q.since.as_ref().is_none_or(|s| m.created_at >= *s)
-            && q.until.as_ref().is_none_or(|u| m.created_at < *u)
-            && cursor
-                .as_ref()
-                .is_none_or(|(c, id)| (&m.created_at, &m.run_id) < (c, id))
-    });
-    let more = all.len() > limit;
-    let page: Vec<&RunMeta> = all.iter().take(limit).collect();
+    let (page, more) = api.runs.page(
+        |m| {
+            p.sees(&m.tenant)
+                && q.tenant.as_ref().is_none_or(|t| *t == m.tenant)
+                && q.workflow.as_ref().is_none_or(|w| *w == m.workflow)
+                && status.is_none_or(|s| s == m.status)
+                && label.is_none_or(|(k, v)| m.labels.get(k).is_some_and(|x| x == v))
+                && q.since.as_ref().is_none_or(|s| m.created_at >= *s)
+                && q.until.as_ref().is_none_or(|u| m.created_at < *u)
+                && cursor
+                    .as_ref()
+                    .is_none_or(|(c, id)| (&m.created_at, &m.run_id) < (c, id))
+        },
+        limit,
+    );
     let next = more
         .then(|| page.last().map(|m| encode_cursor(&m.created_at, &m.run_id)))
         .flatten();
