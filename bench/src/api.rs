@@ -270,7 +270,8 @@ pub async fn main() -> Result<()> {
         let (a, ids) = (a.clone(), i2.clone());
         async move {
             let run = a
-                .runs
+                .runs()
+                .context("an embedded API")?
                 .start(Start {
                     tenant: "bench".into(),
                     token_id: "direct".into(),
@@ -278,6 +279,7 @@ pub async fn main() -> Result<()> {
                     digest: None,
                     params: json!({"name": format!("c{n}")}),
                     target: None,
+                    target_tree: None,
                     labels: Default::default(),
                     idempotency_key: None,
                     retry_of: None,
@@ -294,8 +296,8 @@ pub async fn main() -> Result<()> {
         let live = direct_ids
             .iter()
             .filter(|id| {
-                api.runs
-                    .get(id, |_| true)
+                api.runs()
+                    .and_then(|r| r.get(id, |_| true))
                     .is_some_and(|r| !r.meta().status.is_final())
             })
             .count();
@@ -309,16 +311,17 @@ pub async fn main() -> Result<()> {
         let (a, ids) = (a.clone(), i2.clone());
         async move {
             let id = &ids[n % ids.len()];
-            let run = a.runs.get(id, |_| true).context("run")?;
+            let runs = a.runs().context("an embedded API")?;
+            let run = runs.get(id, |_| true).context("run")?;
             let meta = run.meta();
-            let record = a.runs.record(&meta.run_id).await.context("record")?;
+            let record = runs.record(&meta.run_id).await.context("record")?;
             serde_json::to_vec(&(meta, record))?;
             Ok(())
         }
     })
     .await?;
     shutdown.cancel();
-    api.runs.drain().await;
+    api.drain().await;
 
     out("| operation | through `toolhost serve` (HTTP, auth) p50 / p99 | run layer directly p50 / p99 |\n| --- | --- | --- |".into());
     out(format!(

@@ -926,6 +926,7 @@ async fn workflows(
             target: None,
             digest: Some(wf.digest.clone()),
             target_label: None,
+            ..Default::default()
         };
         let inputs = [input(true), input(false)];
         let native_input = json!({ "params": { "name": "bench" } });

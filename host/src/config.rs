@@ -68,6 +68,11 @@ pub struct HostConfig {
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen: String,
+    /// Which engine runs the API's runs: `embedded` (in this process, the
+    /// default) or `distributed` (submitted to Temporal, stored in S3;
+    /// needs `[temporal]` and `[storage.s3]`, and keeps no state of its
+    /// own, so replicas can share the load).
+    pub engine: ServeEngine,
     /// Require a token on every request but the health checks. Off is
     /// allowed only on a loopback address.
     pub auth: bool,
@@ -79,6 +84,15 @@ pub struct ServeConfig {
     pub limits: ServeLimits,
     /// `[serve.tls]`: serve HTTPS with this certificate (rustls).
     pub tls: Option<ServeTls>,
+}
+
+/// The engine behind `toolhost serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeEngine {
+    #[default]
+    Embedded,
+    Distributed,
 }
 
 /// `[serve.tls]`: PEM files of the server's certificate chain and key.
@@ -95,6 +109,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: "127.0.0.1:7400".into(),
+            engine: ServeEngine::Embedded,
             auth: true,
             max_upload_mib: 1024,
             max_concurrent_runs: 0,

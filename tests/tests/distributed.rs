@@ -1375,3 +1375,415 @@ fn workflow_time_moves_with_each_workflow_task() {
         "within one workflow task, time stands still: {r}"
     );
 }
+
+/// A `toolhost serve` replica over the distributed engine, stopped when
+/// dropped.
+struct Replica {
+    child: Child,
+    url: String,
+    config: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// The config of API replica `name`: the cluster's, with
+    /// `[serve] engine = "distributed"`.
+    fn replica_config(&self, name: &str) -> PathBuf {
+        let path = self.config(name, "test", free_port());
+        let mut text = std::fs::read_to_string(&path).expect("config");
+        text.push_str("[serve]\nengine = \"distributed\"\n");
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    fn replica(&self, name: &str) -> Replica {
+        let config = self.replica_config(name);
+        let mut cmd = Command::new(toolhost_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        self.env.apply_to(&mut cmd);
+        let mut child = cmd.spawn().expect("toolhost serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let label = name.to_string();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("API v1 on ").nth(1) {
+                    let url = rest.split([' ', ',']).next().unwrap_or_default();
+                    let _ = tx.send(url.to_string());
+                }
+                eprintln!("{label}: {line}");
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the replica announces its address");
+        Replica { child, url, config }
+    }
+}
+
+impl Replica {
+    fn cli(&self, env: &Env, args: &[&str]) -> Output {
+        let mut cmd = Command::new(toolhost_bin());
+        cmd.arg("--config").arg(&self.config).args(args);
+        env.apply_to(&mut cmd);
+        cmd.output().expect("run toolhost")
+    }
+
+    fn token(&self, env: &Env, tenant: &str, role: &str) -> String {
+        let out = self.cli(
+            env,
+            &["token", "create", "--tenant", tenant, "--role", role],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// SSE events of run `id` after `last` until the stream ends, as
+    /// (id, kind, data).
+    async fn events(
+        &self,
+        id: &str,
+        token: &str,
+        last: Option<&str>,
+    ) -> Vec<(String, String, Value)> {
+        use futures::StreamExt as _;
+        let mut r = self.req(
+            reqwest::Method::GET,
+            &format!("/v1/runs/{id}/events"),
+            token,
+        );
+        if let Some(l) = last {
+            r = r.header("Last-Event-ID", l);
+        }
+        let resp = r.send().await.expect("events");
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut stream = resp.bytes_stream();
+        let (mut buf, mut out) = (String::new(), Vec::new());
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let (mut eid, mut kind, mut data) = (None, String::new(), String::new());
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            eid = Some(v.trim().to_string());
+                        } else if let Some(v) = line.strip_prefix("event:") {
+                            kind = v.trim().into();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.trim_start());
+                        }
+                    }
+                    if let Some(eid) = eid {
+                        out.push((
+                            eid,
+                            kind,
+                            serde_json::from_str(&data).unwrap_or(Value::Null),
+                        ));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(180), read)
+            .await
+            .expect("the event stream ends when the run does");
+        out
+    }
+}
+
+/// Issue 13: two `toolhost serve` replicas over one Temporal and one
+/// bucket hold no state of their own. A token made for one works on the
+/// other, an upload through one starts a run through the other, an
+/// idempotency key sent to both starts one run, events resume on the other
+/// replica, and the tenant is in Temporal's visibility and in the S3 keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_api_replicas_share_tokens_targets_runs_and_events() {
+    let c = Cluster::new("api");
+    let _host = c.host("h1", "test", &["probe"]);
+    let (a, b) = (c.replica("api-a"), c.replica("api-b"));
+    let env = c.env.clone();
+    let token = a.token(&env, "team-a", "submitter");
+    let other = b.token(&env, "team-b", "submitter");
+
+    // Ready names what it checked.
+    let r = reqwest::get(format!("{}/readyz", b.url))
+        .await
+        .expect("readyz");
+    let ready: Value = r.json().await.expect("json");
+    for check in ["temporal", "s3", "toolbox", "tokens"] {
+        assert!(ready["checks"][check].is_object(), "{ready}");
+    }
+
+    // Upload through A; B knows it, team-b does not.
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(enc);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "a.txt", &b"hello\n"[..])
+        .expect("tar");
+    let archive = tar.into_inner().expect("tar").finish().expect("gz");
+    let up = a
+        .req(reqwest::Method::POST, "/v1/targets", &token)
+        .body(archive)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(up.status().as_u16(), 201);
+    let sha = up.json::<Value>().await.expect("json")["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    let head = |r: &Replica, t: &str| {
+        r.req(reqwest::Method::HEAD, &format!("/v1/targets/{sha}"), t)
+            .send()
+    };
+    assert_eq!(head(&b, &token).await.expect("head").status().as_u16(), 200);
+    assert_eq!(head(&b, &other).await.expect("head").status().as_u16(), 404);
+
+    // One run for one key, whichever replica gets it, once the hosts have
+    // published the workflow.
+    let body = json!({
+        "workflow": "probe",
+        "target": sha,
+        "labels": {"ci": "yes"},
+        "params": probe(json!([
+            {"op": "read", "path": "a.txt"},
+            {"op": "findings", "count": 2},
+            {"op": "sleep", "ms": 1500},
+            {"op": "artifact", "name": "out.txt", "data": "artifact bytes"},
+        ])),
+    });
+    let key = format!("key-{}", uuid::Uuid::new_v4());
+    let start = |r: &Replica| {
+        r.req(reqwest::Method::POST, "/v1/runs", &token)
+            .header("Idempotency-Key", key.clone())
+            .json(&body)
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let resp = start(&b).await.expect("start");
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.expect("json");
+        if status == 404
+            && v["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("unknown-workflow"))
+        {
+            assert!(Instant::now() < deadline, "probe never published: {v}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        assert_eq!(status, 202, "{v}");
+        break v;
+    };
+    let id = first["run_id"].as_str().expect("run id").to_string();
+    let again = start(&a).await.expect("start");
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.expect("json")["run_id"], id);
+
+    // Follow on A; resume on B after the first finding.
+    let events = a.events(&id, &token, None).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "finding").count(),
+        2,
+        "{kinds:?}"
+    );
+    let (_, last_kind, last) = events.last().expect("events");
+    assert_eq!(
+        (last_kind.as_str(), &last["status"]),
+        ("status", &json!("succeeded")),
+        "{events:?}"
+    );
+    let first_finding = events
+        .iter()
+        .position(|(_, k, _)| k == "finding")
+        .expect("a finding");
+    let resumed = b.events(&id, &token, Some(&events[first_finding].0)).await;
+    let resumed_findings = resumed.iter().filter(|(_, k, _)| k == "finding").count();
+    assert_eq!(
+        resumed_findings, 1,
+        "only the finding after the resume point: {resumed:?}"
+    );
+    assert_eq!(resumed.last().map(|(_, k, _)| k.as_str()), Some("status"));
+
+    // Results through either replica; nothing for another tenant.
+    let (s, run) = b.get(&format!("/v1/runs/{id}"), &token).await;
+    assert_eq!((s, &run["status"]), (200, &json!("succeeded")), "{run}");
+    let total: u64 = run["counts"]
+        .as_object()
+        .expect("counts")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(total, 2, "{run}");
+    let sarif = a
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/runs/{id}/findings?format=sarif"),
+            &token,
+        )
+        .send()
+        .await
+        .expect("sarif")
+        .bytes()
+        .await
+        .expect("bytes");
+    toolhost_tests::assert_valid_sarif(&serde_json::from_slice(&sarif).expect("SARIF is JSON"));
+    let (s, arts) = a.get(&format!("/v1/runs/{id}/artifacts"), &token).await;
+    assert_eq!(s, 200);
+    assert_eq!(arts["artifacts"][0]["name"], "out.txt", "{arts}");
+    let art = b
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/runs/{id}/artifacts/out.txt"),
+            &token,
+        )
+        .send()
+        .await
+        .expect("artifact");
+    assert_eq!(
+        art.bytes().await.expect("bytes").as_ref(),
+        b"artifact bytes"
+    );
+    let log = a
+        .req(reqwest::Method::GET, &format!("/v1/runs/{id}/log"), &token)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert!(log.lines().count() > 2, "{log}");
+    for r in [&a, &b] {
+        let (s, _) = r.get(&format!("/v1/runs/{id}"), &other).await;
+        assert_eq!(s, 404, "another tenant's run is not found");
+    }
+
+    // Listing is a visibility query on the tenant: team-a sees the run on
+    // either replica (once visibility caught up), team-b never does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, page) = b
+            .get("/v1/runs?label=ci=yes&status=succeeded", &token)
+            .await;
+        assert_eq!(s, 200, "{page}");
+        if page["runs"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["run_id"] == id))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never listed: {page}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, theirs) = a.get("/v1/runs", &other).await;
+    assert!(
+        !theirs["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .any(|r| r["run_id"] == id),
+        "{theirs}"
+    );
+    let listed = c.temporal(&[
+        "workflow",
+        "list",
+        "--query",
+        &format!("ToolhostTenant = 'team-a' AND WorkflowId = '{id}'"),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&id),
+        "the stock CLI finds the run by tenant: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    // The results are below the tenant's prefix in the bucket.
+    let closed = c
+        .history(&id)
+        .into_iter()
+        .rev()
+        .find_map(|e| {
+            e["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]["data"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("a completed event with a result");
+    use base64::Engine as _;
+    let output: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(closed)
+            .expect("base64"),
+    )
+    .expect("result json");
+    assert!(
+        output["keys"]["result"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("tenants/team-a/runs/")),
+        "{output}"
+    );
+
+    // A revoked token stops working on both replicas (within the cache).
+    let tokens = a.cli(&env, &["token", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&tokens.stdout).expect("token list");
+    let id_of_other = list
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["tenant"] == "team-b")
+        .expect("team-b's token")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let out = b.cli(&env, &["token", "revoke", &id_of_other]);
+    assert!(out.status.success());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for r in [&a, &b] {
+        assert_eq!(r.get("/v1/runs", &other).await.0, 401);
+    }
+    // Every replica's audited actions are in the bucket.
+    let audit = a.cli(&env, &["audit", "--json"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        text.contains("\"run.start\"") && text.contains("token.revoke"),
+        "{text}"
+    );
+}

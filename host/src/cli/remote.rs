@@ -281,6 +281,7 @@ pub(super) async fn submit(g: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<u
         target: Some(sha),
         digest: Some(wf.digest.clone()),
         target_label: Some(args.target.display().to_string()),
+        ..Default::default()
     };
     client.start(&wf, &run_id, &input).await?;
     if !args.wait {
@@ -363,9 +364,23 @@ async fn finish(
     sarif: Option<&PathBuf>,
     fail_on: Option<Severity>,
 ) -> anyhow::Result<u8> {
-    let record = RunRecord::load(client.blobs.as_ref(), &output.run_id)
-        .await
-        .ok();
+    // The result names where the record is (an API run's is below its
+    // tenant's prefix).
+    let record = match output.keys["result"].as_str() {
+        Some(key) => client
+            .blobs
+            .get(key)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok()),
+        None => None,
+    };
+    let record = match record {
+        Some(r) => Some(r),
+        None => RunRecord::load(client.blobs.as_ref(), &output.run_id)
+            .await
+            .ok(),
+    };
     if let (Some(path), Some(record)) = (sarif, &record) {
         std::fs::write(path, record.sarif_bytes())
             .with_context(|| format!("cannot write SARIF to `{}`", path.display()))?;

@@ -9,9 +9,11 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::{GlobalArgs, exit, load_config};
+use crate::config::ServeEngine;
 use crate::engine::LocalEngine;
 use crate::runtime::{EngineOptions, Runtime};
 use crate::serve::audit::{AuditEntry, AuditLog};
+use crate::serve::remote::Remote;
 use crate::serve::tokens::{Role, TokenStore};
 use crate::serve::{Api, api_dir, check_bind};
 use crate::toolbox::Toolbox;
@@ -54,19 +56,38 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
         Some(t) => Some(crate::serve::tls_config(t).await?),
         None => None,
     };
-    let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
-    let toolbox = Toolbox::open(runtime, config.clone()).await?;
-    for event in toolbox.registry().as_events() {
-        match event {
-            crate::toolbox::ToolboxEvent::Rejected { .. } => tracing::warn!("toolbox: {event}"),
-            _ => tracing::info!("toolbox: {event}"),
-        }
-    }
-    let _watch = toolbox.watch()?;
-    let engine = Arc::new(LocalEngine::new(toolbox)?);
     let shutdown = CancellationToken::new();
-    let api = Api::new(engine, serve.clone(), shutdown.clone())?;
-    if serve.auth && api.tokens.entries().map(|t| t.is_empty()).unwrap_or(false) {
+    let mut _watch = None;
+    let api = match serve.engine {
+        ServeEngine::Embedded => {
+            let runtime = Runtime::new(&EngineOptions::for_host(&config))?;
+            let toolbox = Toolbox::open(runtime, config.clone()).await?;
+            for event in toolbox.registry().as_events() {
+                match event {
+                    crate::toolbox::ToolboxEvent::Rejected { .. } => {
+                        tracing::warn!("toolbox: {event}")
+                    }
+                    _ => tracing::info!("toolbox: {event}"),
+                }
+            }
+            _watch = Some(toolbox.watch()?);
+            let engine = Arc::new(LocalEngine::new(toolbox)?);
+            Api::new(engine, serve.clone(), shutdown.clone())?
+        }
+        ServeEngine::Distributed => {
+            let (temporal, blobs) = distributed_parts(&config)?;
+            let remote = Remote::connect(&temporal, blobs).await?;
+            Api::distributed(config.clone(), serve.clone(), remote)?
+        }
+    };
+    if serve.auth
+        && api
+            .tokens
+            .entries()
+            .await
+            .map(|t| t.is_empty())
+            .unwrap_or(false)
+    {
         eprintln!(
             "toolhost serve: no tokens yet; create one with `toolhost token create --tenant <name> --role submitter`"
         );
@@ -77,8 +98,12 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!("API listening on http://{local}");
     eprintln!(
-        "toolhost serve: API v1 on {}://{local}{} (Ctrl-C to stop)",
+        "toolhost serve: API v1 on {}://{local} ({} engine{}; Ctrl-C to stop)",
         if serve.tls.is_some() { "https" } else { "http" },
+        match serve.engine {
+            ServeEngine::Embedded => "embedded",
+            ServeEngine::Distributed => "distributed",
+        },
         if serve.auth {
             ""
         } else {
@@ -95,11 +120,45 @@ pub(super) async fn serve(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<u8>
     Ok(exit::OK)
 }
 
+/// `[temporal]` and the S3 store a distributed server needs, or an error
+/// that says which is missing.
+fn distributed_parts(
+    config: &crate::config::HostConfig,
+) -> anyhow::Result<(
+    crate::distributed::TemporalConfig,
+    Arc<dyn crate::storage::BlobStore>,
+)> {
+    let temporal = config
+        .temporal()
+        .context("[serve] engine = \"distributed\" submits runs to Temporal")?
+        .clone();
+    if config.storage.s3.is_none() {
+        anyhow::bail!(
+            "[serve] engine = \"distributed\" keeps targets, results and tokens in S3: add [storage.s3] (bucket, endpoint) to the config"
+        );
+    }
+    Ok((temporal, config.blob_store()?))
+}
+
+/// The token store `toolhost serve` would use with `config`.
+fn token_store(config: &crate::config::HostConfig) -> anyhow::Result<TokenStore> {
+    match config.serve.engine {
+        ServeEngine::Embedded => {
+            let dir = api_dir(config);
+            crate::util::private_dir::ensure(&dir)
+                .with_context(|| format!("cannot use `{}`", dir.display()))?;
+            Ok(TokenStore::new(&dir))
+        }
+        ServeEngine::Distributed => Ok(TokenStore::in_blobs(distributed_parts(config)?.1)),
+    }
+}
+
 /// Arguments of `toolhost token`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Tokens live in <data_dir>/api/tokens.json (mode 0600), stored as sha256 hashes; a running
-server sees changes on its next request. Roles: viewer (read), submitter (also upload,
+server sees changes on its next request. With [serve] engine = \"distributed\" they live in
+api/tokens/ of the S3 bucket, shared by every replica (a change reaches each within 2 s). Roles: viewer (read), submitter (also upload,
 start, cancel, retry), admin (also every tenant).")]
 pub struct TokenArgs {
     #[command(subcommand)]
@@ -142,14 +201,19 @@ impl clap::ValueEnum for Role {
     }
 }
 
-pub(super) fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
+pub(super) async fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
     let dir = api_dir(&config);
     crate::util::private_dir::ensure(&dir)
         .with_context(|| format!("cannot use `{}`", dir.display()))?;
-    let store = TokenStore::new(&dir);
-    let audit = AuditLog::new(&dir);
-    let record = |action: &str, tenant: &str, object: &str| {
+    let store = token_store(&config)?;
+    let audit = match config.serve.engine {
+        ServeEngine::Embedded => AuditLog::new(&dir),
+        ServeEngine::Distributed => {
+            AuditLog::new(&dir).with_copies_in(distributed_parts(&config)?.1)
+        }
+    };
+    let record = async |action: &str, tenant: &str, object: &str| {
         let entry = AuditEntry {
             time: crate::util::now_rfc3339(),
             actor: "cli".into(),
@@ -161,12 +225,14 @@ pub(super) fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
         };
         audit
             .append(&entry)
-            .with_context(|| format!("cannot append to `{}`", audit.path().display()))
+            .with_context(|| format!("cannot append to `{}`", audit.path().display()))?;
+        audit.copy(&entry).await;
+        anyhow::Ok(())
     };
     match args.command {
         TokenCommand::Create { tenant, role, name } => {
-            let (token, entry) = store.create(&tenant, role, &name)?;
-            record("token.create", &entry.tenant, &entry.id)?;
+            let (token, entry) = store.create(&tenant, role, &name).await?;
+            record("token.create", &entry.tenant, &entry.id).await?;
             eprintln!(
                 "token {} for tenant `{}`, role {}: shown once, keep it secret",
                 entry.id,
@@ -176,7 +242,7 @@ pub(super) fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
             println!("{token}");
         }
         TokenCommand::List { json } => {
-            let entries = store.entries()?;
+            let entries = store.entries().await?;
             if json {
                 let list: Vec<_> = entries
                     .iter()
@@ -211,8 +277,8 @@ pub(super) fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
             }
         }
         TokenCommand::Revoke { id } => {
-            let e = store.revoke(&id)?;
-            record("token.revoke", &e.tenant, &e.id)?;
+            let e = store.revoke(&id).await?;
+            record("token.revoke", &e.tenant, &e.id).await?;
             eprintln!("token {} of tenant `{}` revoked", e.id, e.tenant);
         }
     }
@@ -222,7 +288,8 @@ pub(super) fn token(g: &GlobalArgs, args: TokenArgs) -> anyhow::Result<u8> {
 /// Arguments of `toolhost audit`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Reads <data_dir>/api/audit.jsonl: one line per state-changing API request (refused ones
+Reads <data_dir>/api/audit.jsonl (with [serve] engine = \"distributed\": api/audit/ in the S3
+bucket, every replica's entries): one line per state-changing API request (refused ones
 included) and per `toolhost token` change. Filters combine.")]
 pub struct AuditArgs {
     /// Only this tenant.
@@ -242,12 +309,21 @@ pub struct AuditArgs {
     json: bool,
 }
 
-pub(super) fn audit(g: &GlobalArgs, args: AuditArgs) -> anyhow::Result<u8> {
+pub(super) async fn audit(g: &GlobalArgs, args: AuditArgs) -> anyhow::Result<u8> {
     let config = load_config(g)?;
-    let log = AuditLog::new(&api_dir(&config));
-    let entries = log
-        .read()
-        .with_context(|| format!("cannot read `{}`", log.path().display()))?;
+    let entries = match config.serve.engine {
+        ServeEngine::Embedded => {
+            let log = AuditLog::new(&api_dir(&config));
+            log.read()
+                .with_context(|| format!("cannot read `{}`", log.path().display()))?
+        }
+        ServeEngine::Distributed => {
+            let blobs = distributed_parts(&config)?.1;
+            AuditLog::read_copies(blobs.as_ref())
+                .await
+                .with_context(|| format!("cannot read api/audit/ in {}", blobs.describe()))?
+        }
+    };
     if let Some(t) = &args.since {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(
             |_| anyhow::anyhow!("`{t}` is not an RFC 3339 time like 2026-12-01T10:00:00Z"),

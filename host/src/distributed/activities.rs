@@ -90,6 +90,8 @@ pub async fn prepare(
         .await
         .map_err(ActivityError::component)?;
 
+    let run_blobs = super::run_store(&shared.blobs, input.tenant.as_deref())
+        .map_err(|e| ActivityError::fatal(format!("{e:#}")))?;
     let dir = scratch(shared, &input.run_id)?;
     let marker = dir.join(PREPARED);
     let (files, bytes) = match std::fs::read(&marker)
@@ -110,7 +112,7 @@ pub async fn prepare(
                 Some(sha) => {
                     let lease = shared
                         .targets
-                        .checkout(sha, shared.blobs.as_ref())
+                        .checkout(sha, run_blobs.as_ref())
                         .await
                         .map_err(|e| ActivityError::retry(format!("{e:#}")))?;
                     let src = lease.path().to_path_buf();
@@ -315,7 +317,11 @@ async fn run_step(
                     match crate::capabilities::artifacts::store_artifact(ctx, &name, &bytes) {
                         Ok(()) => {
                             let key = RunRecord::key(&input.run_id, &format!("artifacts/{name}"));
-                            blobs.put(&key, bytes).await.map_err(|e| enc(e.into()))?;
+                            super::run_store(&shared.blobs, input.tenant.as_deref())
+                                .map_err(enc)?
+                                .put(&key, bytes)
+                                .await
+                                .map_err(|e| enc(e.into()))?;
                             ctx.journal.audit(json!({"level": "info", "source": "host", "artifact": name, "message": format!("artifact `{name}` stored at {key}")}));
                             Ok(())
                         }
@@ -352,11 +358,16 @@ pub async fn publish(shared: &HostShared, input: PublishInput) -> Result<Value, 
         .resolve(blobs)
         .await
         .map_err(|e| ActivityError::retry(format!("{e:#}")))?;
-    blobs
+    let run_blobs = super::run_store(&shared.blobs, input.tenant.as_deref())
+        .map_err(|e| ActivityError::fatal(format!("{e:#}")))?;
+    run_blobs
         .put(&RunRecord::key(&record.run_id, "log.jsonl"), log)
         .await
         .map_err(ActivityError::retry)?;
-    record.save(blobs).await.map_err(ActivityError::retry)?;
+    record
+        .save(run_blobs.as_ref())
+        .await
+        .map_err(ActivityError::retry)?;
     remove_scratch(&dir);
     Ok(json!({"result": RunRecord::key(&record.run_id, "result.json")}))
 }

@@ -12,7 +12,7 @@ use temporalio_client::grpc::WorkflowService;
 use temporalio_client::{Connection, ConnectionOptions};
 use temporalio_common::protos::coresdk::{AsJsonPayloadExt, FromJsonPayloadExt};
 use temporalio_common::protos::temporal::api::common::v1::{
-    Payloads, WorkflowExecution, WorkflowType,
+    Memo, Payloads, SearchAttributes, WorkflowExecution, WorkflowType,
 };
 use temporalio_common::protos::temporal::api::enums::v1::{
     HistoryEventFilterType, TaskQueueKind, TaskQueueType, WorkflowExecutionStatus,
@@ -20,11 +20,12 @@ use temporalio_common::protos::temporal::api::enums::v1::{
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse,
-    GetWorkflowExecutionHistoryRequest, GetWorkflowExecutionHistoryReverseRequest,
-    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
-    StartWorkflowExecutionRequest,
+    CountWorkflowExecutionsRequest, DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest,
+    DescribeWorkflowExecutionResponse, GetWorkflowExecutionHistoryRequest,
+    GetWorkflowExecutionHistoryReverseRequest, ListWorkflowExecutionsRequest, QueryWorkflowRequest,
+    RequestCancelWorkflowExecutionRequest, StartWorkflowExecutionRequest,
 };
 
 use super::components::PublishedWorkflow;
@@ -39,6 +40,18 @@ pub struct RunClient {
     prefix: String,
     /// Where targets and results are.
     pub blobs: Arc<dyn BlobStore>,
+}
+
+/// How [`RunClient::start_with`] starts a run.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The execution timeout.
+    pub timeout: Duration,
+    pub memo: Option<Memo>,
+    pub search_attributes: Option<SearchAttributes>,
+    /// Refuse a second start with the same workflow id, running or closed
+    /// (the start then returns `false`).
+    pub reject_duplicate: bool,
 }
 
 /// What Temporal knows of a run.
@@ -206,6 +219,218 @@ impl RunClient {
             .await
             .map_err(|e| rpc_error("start", run_id, e))?;
         Ok(())
+    }
+
+    /// Starts `workflow_type` on `task_queue` as `run_id` with a memo and
+    /// search attributes; `false` when `options.reject_duplicate` is set and
+    /// a run of that id exists (running or closed).
+    pub async fn start_with(
+        &self,
+        workflow_type: &str,
+        task_queue: &str,
+        run_id: &str,
+        input: &impl Serialize,
+        options: StartOptions,
+    ) -> anyhow::Result<bool> {
+        use temporalio_common::protos::temporal::api::enums::v1::{
+            WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+        };
+        let req = StartWorkflowExecutionRequest {
+            namespace: self.namespace.clone(),
+            workflow_id: run_id.to_string(),
+            workflow_type: Some(WorkflowType {
+                name: workflow_type.to_string(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: task_queue.to_string(),
+                kind: TaskQueueKind::Normal as i32,
+                normal_name: String::new(),
+            }),
+            input: Some(Payloads {
+                payloads: vec![input.as_json_payload()?],
+            }),
+            workflow_execution_timeout: prost_wkt_types::Duration::try_from(options.timeout).ok(),
+            identity: "toolhost-serve".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            memo: options.memo,
+            search_attributes: options.search_attributes,
+            workflow_id_reuse_policy: if options.reject_duplicate {
+                WorkflowIdReusePolicy::RejectDuplicate as i32
+            } else {
+                WorkflowIdReusePolicy::Unspecified as i32
+            },
+            workflow_id_conflict_policy: if options.reject_duplicate {
+                WorkflowIdConflictPolicy::UseExisting as i32
+            } else {
+                WorkflowIdConflictPolicy::Unspecified as i32
+            },
+            ..Default::default()
+        };
+        match self
+            .svc()
+            .start_workflow_execution(tonic::Request::new(req))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().started || !options.reject_duplicate),
+            Err(e) if options.reject_duplicate && e.code() == tonic::Code::AlreadyExists => {
+                Ok(false)
+            }
+            Err(e) => Err(rpc_error("start", run_id, e)),
+        }
+    }
+
+    /// Registers the custom search attributes `names` (`true`: a keyword
+    /// list, else a keyword) unless they exist, and waits until Temporal
+    /// lists them.
+    pub async fn ensure_search_attributes(&self, names: &[(&str, bool)]) -> anyhow::Result<()> {
+        use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+        use temporalio_common::protos::temporal::api::operatorservice::v1::{
+            AddSearchAttributesRequest, ListSearchAttributesRequest,
+        };
+        let list = || async {
+            self.conn
+                .operator_service()
+                .list_search_attributes(tonic::Request::new(ListSearchAttributesRequest {
+                    namespace: self.namespace.clone(),
+                }))
+                .await
+                .map(|r| r.into_inner().custom_attributes)
+                .map_err(|e| rpc_error("list search attributes of", &self.namespace, e))
+        };
+        let existing = list().await?;
+        let missing: std::collections::HashMap<String, i32> = names
+            .iter()
+            .filter(|(n, _)| !existing.contains_key(*n))
+            .map(|(n, is_list)| {
+                let t = if *is_list {
+                    IndexedValueType::KeywordList
+                } else {
+                    IndexedValueType::Keyword
+                };
+                (n.to_string(), t as i32)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let added = self
+            .conn
+            .operator_service()
+            .add_search_attributes(tonic::Request::new(AddSearchAttributesRequest {
+                search_attributes: missing.clone(),
+                namespace: self.namespace.clone(),
+            }))
+            .await;
+        match added {
+            Ok(_) => {}
+            // Another replica added them first.
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "Temporal refused to add the search attributes {:?}: {}; add them with `temporal operator search-attribute create --name NAME --type Keyword` (ToolhostLabels: KeywordList)",
+                    missing.keys().collect::<Vec<_>>(),
+                    e.message()
+                ));
+            }
+        }
+        for _ in 0..60 {
+            let now = list().await?;
+            if missing.keys().all(|n| now.contains_key(n)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bail!(
+            "Temporal accepted the search attributes {:?} but does not list them after 30 s",
+            missing.keys().collect::<Vec<_>>()
+        )
+    }
+
+    /// Runs matching the visibility query `query`, one page of at most
+    /// `limit` from `token`, and the next page's token (empty: the last).
+    pub async fn list_page(
+        &self,
+        query: &str,
+        limit: usize,
+        token: Vec<u8>,
+    ) -> anyhow::Result<(Vec<(WorkflowExecutionInfo, RunState)>, Vec<u8>)> {
+        let resp = self
+            .svc()
+            .list_workflow_executions(tonic::Request::new(ListWorkflowExecutionsRequest {
+                namespace: self.namespace.clone(),
+                page_size: limit.clamp(1, 1000) as i32,
+                next_page_token: token,
+                query: query.to_string(),
+            }))
+            .await
+            .map_err(|e| match e.code() {
+                tonic::Code::InvalidArgument => anyhow::anyhow!(
+                    "Temporal refused the listing ({}); a cursor only works with the filters it was given with",
+                    e.message()
+                ),
+                _ => rpc_error("list", "*", e),
+            })?
+            .into_inner();
+        let runs = resp
+            .executions
+            .into_iter()
+            .map(|info| {
+                let state = Self::state_of(&info);
+                (info, state)
+            })
+            .collect();
+        Ok((runs, resp.next_page_token))
+    }
+
+    /// How many runs match the visibility query `query`.
+    pub async fn count(&self, query: &str) -> anyhow::Result<i64> {
+        Ok(self
+            .svc()
+            .count_workflow_executions(tonic::Request::new(CountWorkflowExecutionsRequest {
+                namespace: self.namespace.clone(),
+                query: query.to_string(),
+            }))
+            .await
+            .map_err(|e| rpc_error("count", "*", e))?
+            .into_inner()
+            .count)
+    }
+
+    fn state_of(info: &WorkflowExecutionInfo) -> RunState {
+        RunState {
+            run_id: info
+                .execution
+                .as_ref()
+                .map(|e| e.workflow_id.clone())
+                .unwrap_or_default(),
+            workflow: info
+                .r#type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            status: status_name(info.status),
+            task_queue: info.task_queue.clone(),
+            started: ts(info.start_time),
+            closed: ts(info.close_time),
+            history_length: info.history_length,
+            pending_steps: vec![],
+            workflow_task_failure: None,
+        }
+    }
+
+    /// What Temporal knows of `run_id`, with its execution info (memo and
+    /// search attributes).
+    pub async fn describe_full(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<(WorkflowExecutionInfo, RunState)> {
+        let resp = self
+            .describe_raw(run_id)
+            .await
+            .map_err(|e| rpc_error("describe", run_id, e))?;
+        let info = resp.workflow_execution_info.unwrap_or_default();
+        let state = Self::state_of(&info);
+        Ok((info, state))
     }
 
     async fn describe_raw(

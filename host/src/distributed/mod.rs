@@ -151,6 +151,28 @@ pub struct WorkflowInput {
     /// Where the target came from, for the record.
     #[serde(default)]
     pub target_label: Option<String>,
+    /// The API tenant the run belongs to: its target is read from, and its
+    /// results written to, `tenants/<tenant>/` in the blob store. None:
+    /// the top of the store (runs started directly on Temporal).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// A timeout shorter than the workflow's own, in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The blob store of a run of `tenant` (see [`WorkflowInput::tenant`]).
+pub fn run_store(
+    blobs: &std::sync::Arc<dyn crate::storage::BlobStore>,
+    tenant: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<dyn crate::storage::BlobStore>> {
+    match tenant {
+        None => Ok(blobs.clone()),
+        Some(t) => {
+            crate::serve::tokens::check_tenant(t).map_err(anyhow::Error::msg)?;
+            Ok(crate::serve::remote::tenant_store(blobs, t))
+        }
+    }
 }
 
 /// A run's result (the workflow result, JSON): the summary and where the
@@ -178,6 +200,8 @@ pub struct PrepareInput {
     pub workflow: String,
     pub digest: Option<String>,
     pub target: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// Result of `toolhost.prepare`.
@@ -203,6 +227,8 @@ pub struct StepInput {
     /// The guest's latest progress, echoed in heartbeats.
     #[serde(default)]
     pub progress: Value,
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// What a host step activity returns.
@@ -229,6 +255,8 @@ pub struct PublishInput {
     pub record: wire::Bytes,
     /// The run log (`log.jsonl`).
     pub log: wire::Bytes,
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// Names of the engine's own activities.

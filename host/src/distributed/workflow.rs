@@ -261,7 +261,8 @@ impl Driver {
                         let timeout_secs = run
                             .ctx
                             .as_ref()
-                            .map_or(0, |c| u64::from(c.info.timeout_secs));
+                            .map_or(0, |c| u64::from(c.info.timeout_secs))
+                            .min(run.input.timeout_secs.unwrap_or(u64::MAX));
                         self.stop(
                             run,
                             StopReason::DeadlineExceeded { timeout_secs },
@@ -355,6 +356,7 @@ impl Driver {
                     workflow: run.workflow_type.clone(),
                     digest: input.digest.clone(),
                     target: input.target.clone(),
+                    tenant: input.tenant.clone(),
                 };
                 run.input = input;
                 // A local activity: the host running this workflow task
@@ -639,6 +641,7 @@ impl Driver {
         // `toolhost submit` also sets it as the execution timeout).
         let timeout = u64::from(wf.info.timeout_secs)
             .min(config.limits.max_timeout_secs)
+            .min(run.input.timeout_secs.unwrap_or(u64::MAX))
             .max(1);
         let seq = run.seq();
         cmds.push(Cmd::StartTimer(StartTimer {
@@ -755,6 +758,7 @@ impl Driver {
                                 progress: ctx
                                     .and_then(|c| c.journal.progress())
                                     .unwrap_or(Value::Null),
+                                tenant: run.input.tenant.clone(),
                             };
                             let timeout =
                                 ctx.map_or(3600, |c| u64::from(c.info.timeout_secs)).max(60);
@@ -830,6 +834,7 @@ impl Driver {
                 run_id: run.workflow_id.clone(),
                 record: Bytes::inline(record_bytes),
                 log: Bytes::inline(log),
+                tenant: run.input.tenant.clone(),
             },
             Duration::from_secs(10 * 60),
         ));
@@ -893,7 +898,14 @@ impl Driver {
 
     fn output(&self, run: &Run) -> WorkflowOutput {
         let record = self.record(run);
-        let key = |f: &str| RunRecord::key(&run.workflow_id, f);
+        // Keys as seen from the top of the store.
+        let prefix = run
+            .input
+            .tenant
+            .as_ref()
+            .map(|t| format!("tenants/{t}/"))
+            .unwrap_or_default();
+        let key = |f: &str| format!("{prefix}{}", RunRecord::key(&run.workflow_id, f));
         WorkflowOutput {
             run_id: run.workflow_id.clone(),
             workflow: run.workflow_type.clone(),

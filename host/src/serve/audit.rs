@@ -2,6 +2,9 @@
 //! action, object, outcome, client address, time), appended to
 //! `<data_dir>/api/audit.jsonl` and never rewritten. Token changes made with
 //! `toolhost token` are logged the same way. Reading is `toolhost audit`.
+//! A distributed server also puts each entry in the blob store
+//! (`api/audit/<day>/<time>-<uuid>.json`), so the log of every replica is
+//! in one place and outlives the replica's disk.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -38,6 +41,7 @@ pub struct AuditObject(pub String);
 pub struct AuditLog {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
+    copies: Option<std::sync::Arc<dyn crate::storage::BlobStore>>,
 }
 
 impl AuditLog {
@@ -45,7 +49,46 @@ impl AuditLog {
         AuditLog {
             path: dir.join("audit.jsonl"),
             file: Mutex::new(None),
+            copies: None,
         }
+    }
+
+    /// Also keeps each entry in `blobs`.
+    pub fn with_copies_in(self, blobs: std::sync::Arc<dyn crate::storage::BlobStore>) -> Self {
+        AuditLog {
+            copies: Some(blobs),
+            ..self
+        }
+    }
+
+    /// Puts `entry` in the blob store, if this log keeps copies there; a
+    /// failure is logged (the local line is already written).
+    pub async fn copy(&self, entry: &AuditEntry) {
+        let Some(blobs) = &self.copies else { return };
+        let day = entry.time.get(..10).unwrap_or("unknown");
+        let key = format!(
+            "api/audit/{day}/{}-{}.json",
+            entry.time.replace(':', ""),
+            uuid::Uuid::new_v4().simple()
+        );
+        let bytes = serde_json::to_vec(entry).unwrap_or_default();
+        if let Err(e) = blobs.put(&key, bytes).await {
+            tracing::error!("cannot copy an audit entry to {}: {e}", blobs.describe());
+        }
+    }
+
+    /// Every entry kept in `blobs`, oldest first.
+    pub async fn read_copies(
+        blobs: &dyn crate::storage::BlobStore,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for key in blobs.list("api/audit/").await? {
+            if let Ok(e) = serde_json::from_slice::<AuditEntry>(&blobs.get(&key).await?) {
+                out.push(e);
+            }
+        }
+        out.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(out)
     }
 
     pub fn path(&self) -> &Path {

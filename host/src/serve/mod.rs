@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod remote;
 pub mod runs;
 pub mod targets;
 pub mod tokens;
@@ -37,15 +38,40 @@ use audit::{AuditEntry, AuditLog, AuditObject};
 use limits::Limiter;
 use openapi::{DocumentedRouter, RouteDoc};
 use problem::{ApiResult, Problem};
+use remote::{EventCursor, ListFilter, Remote};
 use runs::{ApiStatus, Run, RunMeta, Runs, Start};
 use targets::{TargetStore, UploadError};
 use tokens::{Principal, Role, TokenStore};
+
+/// The engine that runs the API's runs.
+pub enum Backend {
+    /// In this process ([`Runs`]).
+    Embedded(Runs),
+    /// On Temporal, with targets and results in the blob store
+    /// ([`Remote`]); nothing held only by this replica.
+    Distributed(Arc<Remote>),
+}
+
+/// A run a request may see.
+pub enum RunRef {
+    Local(Arc<Run>),
+    Remote(Box<RunMeta>),
+}
+
+impl RunRef {
+    pub fn meta(&self) -> RunMeta {
+        match self {
+            RunRef::Local(r) => r.meta(),
+            RunRef::Remote(m) => m.as_ref().clone(),
+        }
+    }
+}
 
 /// Everything a handler can reach.
 pub struct Api {
     pub config: HostConfig,
     pub serve: ServeConfig,
-    pub runs: Runs,
+    pub backend: Backend,
     pub targets: TargetStore,
     pub tokens: TokenStore,
     pub audit: AuditLog,
@@ -104,9 +130,55 @@ impl Api {
             metrics: Default::default(),
             config,
             serve,
-            runs,
+            backend: Backend::Embedded(runs),
             targets,
         }))
+    }
+
+    /// The API over the distributed engine: runs on Temporal, tokens,
+    /// targets and results in `remote`'s blob store. `config.data_dir`
+    /// only holds uploads while they are checked and this replica's copy
+    /// of the audit log.
+    pub fn distributed(
+        config: HostConfig,
+        serve: ServeConfig,
+        remote: Remote,
+    ) -> anyhow::Result<Arc<Api>> {
+        let dir = api_dir(&config);
+        crate::util::private_dir::ensure(&dir)
+            .with_context(|| format!("cannot use `{}` for the API's state", dir.display()))?;
+        let blobs = remote.blobs().clone();
+        let targets = TargetStore::new(
+            dir.join("uploads"),
+            config.storage.unpack_caps(),
+            serve.max_upload_mib.saturating_mul(1 << 20),
+        )
+        .in_blobs(blobs.clone());
+        Ok(Arc::new(Api {
+            tokens: TokenStore::in_blobs(blobs.clone()),
+            audit: AuditLog::new(&dir).with_copies_in(blobs),
+            limiter: Limiter::new(serve.limits.clone()),
+            metrics: Default::default(),
+            config,
+            serve,
+            backend: Backend::Distributed(Arc::new(remote)),
+            targets,
+        }))
+    }
+
+    /// The embedded engine's runs, if this API runs them.
+    pub fn runs(&self) -> Option<&Runs> {
+        match &self.backend {
+            Backend::Embedded(r) => Some(r),
+            Backend::Distributed(_) => None,
+        }
+    }
+
+    /// Waits for the runs this process executes (embedded) to end.
+    pub async fn drain(&self) {
+        if let Backend::Embedded(r) = &self.backend {
+            r.drain().await;
+        }
     }
 
     /// The routes of the API.
@@ -258,7 +330,7 @@ pub async fn serve(
                 .context("HTTPS server failed")?;
         }
     }
-    api.runs.drain().await;
+    api.drain().await;
     Ok(())
 }
 
@@ -310,7 +382,7 @@ async fn authenticate(State(api): State<AppState>, mut req: Request, next: Next)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        api.tokens.authenticate(bearer)
+        api.tokens.authenticate(bearer).await
     } else {
         Ok(Principal::anonymous())
     };
@@ -360,6 +432,7 @@ async fn authenticate(State(api): State<AppState>, mut req: Request, next: Next)
                 api.audit.path().display()
             );
         }
+        api.audit.copy(&entry).await;
     }
     response
 }
@@ -434,19 +507,54 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(api): State<AppState>) -> Response {
-    let registry = api.runs.engine().registry();
     let mut checks = BTreeMap::new();
-    let toolbox_ok = registry.workflows().count() > 0;
-    checks.insert(
-        "toolbox",
-        json!({"ok": toolbox_ok, "workflows": registry.workflows().count(), "rejected": registry.rejections().count()}),
-    );
-    let data_ok = std::fs::metadata(api_dir(&api.config)).is_ok_and(|m| m.is_dir());
-    checks.insert("storage", json!({"ok": data_ok, "kind": "local"}));
-    checks.insert("engine", json!({"ok": true, "kind": "embedded"}));
-    let tokens_ok = !api.serve.auth || api.tokens.entries().is_ok();
-    checks.insert("tokens", json!({"ok": tokens_ok}));
-    let ok = toolbox_ok && data_ok && tokens_ok;
+    let mut ok = true;
+    let mut check = |name: &'static str, good: bool, detail: Value| {
+        ok &= good;
+        let mut v = json!({"ok": good});
+        if let (Some(m), Value::Object(d)) = (v.as_object_mut(), detail) {
+            m.extend(d);
+        }
+        checks.insert(name, v);
+    };
+    match &api.backend {
+        Backend::Embedded(runs) => {
+            let registry = runs.engine().registry();
+            let n = registry.workflows().count();
+            check(
+                "toolbox",
+                n > 0,
+                json!({"workflows": n, "rejected": registry.rejections().count()}),
+            );
+            let data_ok = std::fs::metadata(api_dir(&api.config)).is_ok_and(|m| m.is_dir());
+            check("storage", data_ok, json!({"kind": "local"}));
+            check("engine", true, json!({"kind": "embedded"}));
+        }
+        Backend::Distributed(remote) => {
+            let temporal = remote.client().count("ExecutionStatus = 'Running'").await;
+            check(
+                "temporal",
+                temporal.is_ok(),
+                json!({"address": remote.client().address(), "error": temporal.as_ref().err().map(|e| format!("{e:#}"))}),
+            );
+            let blobs = remote.blobs();
+            let listed = crate::distributed::components::list_published(blobs.as_ref()).await;
+            check(
+                "s3",
+                listed.is_ok(),
+                json!({"store": blobs.describe(), "error": listed.as_ref().err().map(|e| format!("{e:#}"))}),
+            );
+            let n = listed.as_ref().map_or(0, Vec::len);
+            check(
+                "toolbox",
+                n > 0,
+                json!({"workflows": n, "hint": (n == 0).then_some("no host has published a workflow: start `toolhost host` with a toolbox")}),
+            );
+            check("engine", true, json!({"kind": "distributed"}));
+        }
+    }
+    let tokens_ok = !api.serve.auth || api.tokens.usable().await;
+    check("tokens", tokens_ok, json!({"store": api.tokens.describe()}));
     let status = if ok {
         StatusCode::OK
     } else {
@@ -476,43 +584,133 @@ fn workflow_json(w: &crate::toolbox::LoadedWorkflow) -> Value {
     })
 }
 
-async fn list_workflows(State(api): State<AppState>) -> Json<Value> {
-    let registry = api.runs.engine().registry();
-    Json(json!({
-        "workflows": registry.workflows().map(|w| workflow_json(w)).collect::<Vec<_>>(),
-        "rejected": registry.rejections().map(|r| json!({
-            "file": r.path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "reason": r.reason,
-        })).collect::<Vec<_>>(),
-        "engine": "embedded",
-    }))
+fn published_json(
+    w: &crate::distributed::components::PublishedWorkflow,
+    hosts: &[String],
+) -> Value {
+    json!({
+        "name": w.name,
+        "version": w.version,
+        "description": w.description,
+        "vertical": w.vertical,
+        "tools": w.tools,
+        "timeout_secs": w.timeout_secs,
+        "digest": w.digest,
+        "parameters_schema": w.parameters_schema,
+        "task_queue": w.task_queue,
+        "published_at": w.published_at,
+        "published_by": w.host,
+        "hosts": hosts,
+    })
+}
+
+/// The hosts polling `queue` (Temporal remembers a poller for minutes).
+async fn hosts_of(remote: &Remote, queue: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = remote
+        .client()
+        .pollers(queue)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.strip_prefix("toolhost@").unwrap_or(&p).to_string())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+async fn list_workflows(State(api): State<AppState>) -> ApiResult<Json<Value>> {
+    match &api.backend {
+        Backend::Embedded(runs) => {
+            let registry = runs.engine().registry();
+            Ok(Json(json!({
+                "workflows": registry.workflows().map(|w| workflow_json(w)).collect::<Vec<_>>(),
+                "rejected": registry.rejections().map(|r| json!({
+                    "file": r.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "reason": r.reason,
+                })).collect::<Vec<_>>(),
+                "engine": "embedded",
+            })))
+        }
+        Backend::Distributed(remote) => {
+            let blobs = remote.blobs();
+            let names = crate::distributed::components::list_published(blobs.as_ref())
+                .await
+                .map_err(|e| Problem::unavailable(format!("{e:#}")))?;
+            let mut out = Vec::new();
+            let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for name in names {
+                let Ok(wf) = crate::distributed::components::published(blobs.as_ref(), &name).await
+                else {
+                    continue;
+                };
+                if !queues.contains_key(&wf.task_queue) {
+                    let hosts = hosts_of(remote, &wf.task_queue).await;
+                    queues.insert(wf.task_queue.clone(), hosts);
+                }
+                out.push(published_json(&wf, &queues[&wf.task_queue]));
+            }
+            Ok(Json(
+                json!({"workflows": out, "rejected": [], "engine": "distributed"}),
+            ))
+        }
+    }
 }
 
 async fn get_workflow(
     State(api): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let registry = api.runs.engine().registry();
-    let wf = registry
-        .get(&name)
-        .ok_or_else(|| Problem::not_found("workflow", &name))?;
-    let mut body = workflow_json(&wf);
-    body["versions"] = registry
-        .versions()
-        .filter(|v| v.info.name == name)
-        .map(|v| json!({"version": v.info.version, "digest": v.digest, "current": v.digest == wf.digest}))
-        .collect();
-    body["served_by"] = json!([{"engine": "embedded", "vertical": wf.info.vertical}]);
-    Ok(Json(body))
+    match &api.backend {
+        Backend::Embedded(runs) => {
+            let registry = runs.engine().registry();
+            let wf = registry
+                .get(&name)
+                .ok_or_else(|| Problem::not_found("workflow", &name))?;
+            let mut body = workflow_json(&wf);
+            body["versions"] = registry
+                .versions()
+                .filter(|v| v.info.name == name)
+                .map(|v| json!({"version": v.info.version, "digest": v.digest, "current": v.digest == wf.digest}))
+                .collect();
+            body["served_by"] = json!([{"engine": "embedded", "vertical": wf.info.vertical}]);
+            Ok(Json(body))
+        }
+        Backend::Distributed(remote) => {
+            let wf = remote
+                .workflow(&name)
+                .await
+                .map_err(|_| Problem::not_found("workflow", &name))?;
+            let hosts = hosts_of(remote, &wf.task_queue).await;
+            let mut body = published_json(&wf, &hosts);
+            body["versions"] =
+                json!([{"version": wf.version, "digest": wf.digest, "current": true}]);
+            body["served_by"] = json!([{"engine": "distributed", "vertical": wf.vertical, "task_queue": wf.task_queue, "hosts": hosts}]);
+            Ok(Json(body))
+        }
+    }
 }
 
 // -------------------------------------------------------------- targets
 
-async fn upload_target(
-    State(api): State<AppState>,
-    axum::Extension(p): Who,
-    body: Body,
-) -> ApiResult<Response> {
+async fn upload_target(State(api): State<AppState>, who: Who, body: Body) -> Response {
+    match store_upload(api, who, body).await {
+        Ok(r) => r,
+        // A refusal may leave the rest of the body unread: the connection
+        // cannot carry another request, so say so rather than let a client
+        // reuse it and fail.
+        Err(problem) => {
+            let mut r = problem.into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
+}
+
+async fn store_upload(api: AppState, axum::Extension(p): Who, body: Body) -> ApiResult<Response> {
     need(&p, Role::Submitter)?;
     let (allowance, reset) = api.limiter.upload_allowance(&p.token_id);
     if allowance == 0 {
@@ -582,13 +780,15 @@ fn quota_problem(api: &Api, reset: u64) -> Problem {
 
 /// The record of target `sha` as `p` may see it: its own tenant's, or for
 /// an admin any tenant's.
-fn visible_target(api: &Api, p: &Principal, sha: &str) -> Option<targets::TargetInfo> {
-    api.targets.info(&p.tenant, sha).or_else(|| {
-        (p.role == Role::Admin)
-            .then(|| api.targets.owners(sha).into_iter().next())
-            .flatten()
-            .and_then(|t| api.targets.info(&t, sha))
-    })
+async fn visible_target(api: &Api, p: &Principal, sha: &str) -> Option<targets::TargetInfo> {
+    if let Some(info) = api.targets.find(&p.tenant, sha).await {
+        return Some(info);
+    }
+    if p.role != Role::Admin {
+        return None;
+    }
+    let owner = api.targets.find_owners(sha).await.into_iter().next()?;
+    api.targets.find(&owner, sha).await
 }
 
 async fn get_target(
@@ -597,6 +797,7 @@ async fn get_target(
     Path(sha): Path<String>,
 ) -> ApiResult<Json<targets::TargetInfo>> {
     visible_target(&api, &p, &sha)
+        .await
         .map(Json)
         .ok_or_else(|| Problem::not_found("target", &sha))
 }
@@ -606,7 +807,7 @@ async fn head_target(
     axum::Extension(p): Who,
     Path(sha): Path<String>,
 ) -> StatusCode {
-    if visible_target(&api, &p, &sha).is_some() {
+    if visible_target(&api, &p, &sha).await.is_some() {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
@@ -678,37 +879,45 @@ fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
 }
 
 impl Api {
-    fn start(
+    async fn start(
         &self,
         p: &Principal,
         body: StartBody,
         key: Option<String>,
         retry_of: Option<String>,
-    ) -> ApiResult<Arc<Run>> {
+    ) -> ApiResult<(RunRef, bool)> {
         need(p, Role::Submitter)?;
         check_labels(&body.labels)?;
         let most = self.serve.limits.concurrent_runs;
-        if most > 0 && self.runs.live_count_by(&p.token_id) >= most {
-            return Err(Problem {
-                retry_after: Some(5),
-                ..Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too-many-runs",
-                    format!(
-                        "this token already has {most} runs queued or running ([serve.limits] concurrent_runs); wait for one to end"
-                    ),
-                )
-            });
+        if most > 0 {
+            let live = match &self.backend {
+                Backend::Embedded(runs) => runs.live_count_by(&p.token_id),
+                Backend::Distributed(remote) => remote
+                    .live_count_by(&p.token_id)
+                    .await
+                    .map_err(|e| Problem::unavailable(format!("{e:#}")))?,
+            };
+            if live >= most {
+                return Err(Problem {
+                    retry_after: Some(5),
+                    ..Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too-many-runs",
+                        format!(
+                            "this token already has {most} runs queued or running ([serve.limits] concurrent_runs); wait for one to end"
+                        ),
+                    )
+                });
+            }
         }
         let target = match &body.target {
             None => None,
             Some(sha) => {
                 let sha = sha.strip_prefix("sha256:").unwrap_or(sha).to_string();
-                let tree = self
-                    .targets
-                    .tree(&p.tenant, &sha)
-                    .ok_or_else(|| Problem::not_found("target", &sha))?;
-                Some((sha, tree))
+                if self.targets.find(&p.tenant, &sha).await.is_none() {
+                    return Err(Problem::not_found("target", &sha));
+                }
+                Some(sha)
             }
         };
         let params = body.params.unwrap_or_else(|| json!({}));
@@ -719,23 +928,42 @@ impl Api {
                 "`params` must be a JSON object of the workflow's parameters",
             ));
         }
-        let run = self
-            .runs
-            .start(Start {
-                tenant: p.tenant.clone(),
-                token_id: p.token_id.clone(),
-                workflow: body.workflow,
-                digest: body.digest,
-                params,
-                target,
-                labels: body.labels,
-                idempotency_key: key,
-                retry_of,
-                timeout_secs: body.timeout_secs,
-            })
-            .map_err(start_problem)?;
-        self.metrics.run_started(&run.meta().tenant);
-        Ok(run)
+        let start = Start {
+            tenant: p.tenant.clone(),
+            token_id: p.token_id.clone(),
+            workflow: body.workflow,
+            digest: body.digest,
+            params,
+            target_tree: target
+                .as_ref()
+                .and_then(|sha| self.targets.tree(&p.tenant, sha)),
+            target,
+            labels: body.labels,
+            idempotency_key: key,
+            retry_of,
+            timeout_secs: body.timeout_secs,
+        };
+        let (run, replayed) = match &self.backend {
+            Backend::Embedded(runs) => {
+                if let Some(k) = &start.idempotency_key
+                    && let Some(existing) = runs.by_idempotency_key(&p.tenant, k)
+                {
+                    return Ok((RunRef::Local(existing), true));
+                }
+                (
+                    RunRef::Local(runs.start(start).map_err(start_problem)?),
+                    false,
+                )
+            }
+            Backend::Distributed(remote) => {
+                let (meta, replayed) = remote.start(start).await.map_err(start_problem)?;
+                (RunRef::Remote(Box::new(meta)), replayed)
+            }
+        };
+        if !replayed {
+            self.metrics.run_started(&run.meta().tenant);
+        }
+        Ok((run, replayed))
     }
 }
 
@@ -767,10 +995,9 @@ async fn start_run(
         ))
     })?;
     let key = idempotency_key(&headers)?;
-    if let Some(k) = &key
-        && let Some(existing) = api.runs.by_idempotency_key(&p.tenant, k)
-    {
-        let view = run_view(&api, &existing).await;
+    let (run, replayed) = api.start(&p, body, key, None).await?;
+    let view = run_view(&api, &run, false).await;
+    if replayed {
         return Ok((
             StatusCode::OK,
             [("idempotent-replayed", "true")],
@@ -778,8 +1005,6 @@ async fn start_run(
         )
             .into_response());
     }
-    let run = api.start(&p, body, key, None)?;
-    let view = run_view(&api, &run).await;
     let id = run.meta().run_id;
     let location = format!("/v1/runs/{id}");
     Ok(with_object(
@@ -793,7 +1018,6 @@ async fn start_run(
     ))
 }
 
-/// At most this many runs per batch.
 const MAX_BATCH: usize = 100;
 
 /// Many run requests.
@@ -827,10 +1051,10 @@ async fn start_batch(
     for entry in body.runs {
         let answer = match serde_json::from_value::<StartBody>(entry) {
             Err(e) => Err(Problem::bad_request(format!("not a run request: {e}"))),
-            Ok(b) => api.start(&p, b, None, None),
+            Ok(b) => api.start(&p, b, None, None).await.map(|(run, _)| run),
         };
         results.push(match answer {
-            Ok(run) => json!({"status": 202, "run": run_view(&api, &run).await}),
+            Ok(run) => json!({"status": 202, "run": run_view(&api, &run, false).await}),
             Err(problem) => json!({
                 "status": problem.status.as_u16(),
                 "problem": {
@@ -849,7 +1073,7 @@ async fn retry_run(
     axum::Extension(p): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let old = visible(&api, &p, &id)?.meta();
+    let old = visible(&api, &p, &id).await?.meta();
     need(&p, Role::Submitter)?;
     let body = StartBody {
         workflow: old.workflow.clone(),
@@ -864,8 +1088,10 @@ async fn retry_run(
         tenant: old.tenant.clone(),
         ..p.clone()
     };
-    let run = api.start(&owner, body, None, Some(old.run_id.clone()))?;
-    let view = run_view(&api, &run).await;
+    let (run, _) = api
+        .start(&owner, body, None, Some(old.run_id.clone()))
+        .await?;
+    let view = run_view(&api, &run, false).await;
     let id = run.meta().run_id;
     let location = format!("/v1/runs/{id}");
     Ok(with_object(
@@ -879,20 +1105,39 @@ async fn retry_run(
     ))
 }
 
-fn visible(api: &Api, p: &Principal, id: &str) -> ApiResult<Arc<Run>> {
-    api.runs
-        .get(id, |tenant| p.sees(tenant))
-        .ok_or_else(|| Problem::not_found("run", id))
+/// Run `id` if `p` may see it; the same 404 whether it does not exist or
+/// belongs to another tenant.
+async fn visible(api: &Api, p: &Principal, id: &str) -> ApiResult<RunRef> {
+    let found = match &api.backend {
+        Backend::Embedded(runs) => runs.get(id, |tenant| p.sees(tenant)).map(RunRef::Local),
+        Backend::Distributed(remote) => remote
+            .meta(id)
+            .await
+            .filter(|m| p.sees(&m.tenant))
+            .map(|m| RunRef::Remote(Box::new(m))),
+    };
+    found.ok_or_else(|| Problem::not_found("run", id))
 }
 
-async fn run_view(api: &Api, run: &Run) -> Value {
+/// The record of a finished run.
+async fn record_of(api: &Api, meta: &RunMeta) -> Option<crate::engine::RunRecord> {
+    match &api.backend {
+        Backend::Embedded(runs) => runs.record(&meta.run_id).await,
+        Backend::Distributed(remote) => remote.record(meta).await,
+    }
+}
+
+/// The view of a run; `live` adds what only the run itself knows while it
+/// runs (progress, pending steps), which a distributed run answers through
+/// a query to its host.
+async fn run_view(api: &Api, run: &RunRef, live: bool) -> Value {
     let meta = run.meta();
     let mut v = serde_json::to_value(&meta).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.remove("idempotency_key");
     }
     if meta.status.is_final() {
-        if let Some(record) = api.runs.record(&meta.run_id).await {
+        if let Some(record) = record_of(api, &meta).await {
             // The whole record but its findings (`/findings` has them).
             if let (Some(view), Ok(Value::Object(rec))) =
                 (v.as_object_mut(), serde_json::to_value(&record))
@@ -920,11 +1165,36 @@ async fn run_view(api: &Api, run: &Run) -> Value {
                 v["error"] = json!(e);
             }
         }
-    } else {
-        v["progress"] = run.progress().unwrap_or(Value::Null);
-        v["pending"] = json!(run.pending_tools());
-        let findings = run.live_findings();
-        v["findings_so_far"] = json!(findings.len());
+        return v;
+    }
+    match run {
+        RunRef::Remote(_) if !live => {}
+        RunRef::Local(run) => {
+            v["progress"] = run.progress().unwrap_or(Value::Null);
+            v["pending"] = json!(run.pending_tools());
+            v["findings_so_far"] = json!(run.live_findings().len());
+        }
+        RunRef::Remote(meta) => {
+            let Backend::Distributed(remote) = &api.backend else {
+                return v;
+            };
+            let status = remote
+                .query(&meta.run_id, crate::distributed::QUERY_STATUS, None)
+                .await;
+            let state = remote.state(&meta.run_id).await;
+            let progress = status
+                .as_ref()
+                .map(|s| s["progress"].clone())
+                .filter(Value::is_object)
+                .or_else(|| state.as_ref().and_then(|s| s.step_progress().cloned()));
+            v["progress"] = progress.unwrap_or(Value::Null);
+            v["pending"] = json!(state.map(|s| s.pending_steps).unwrap_or_default());
+            if let Some(s) = status {
+                v["findings_so_far"] = s["findings"].clone();
+                v["phase"] = s["phase"].clone();
+                v["host"] = s["host"].clone();
+            }
+        }
     }
     v
 }
@@ -934,8 +1204,8 @@ async fn get_run(
     axum::Extension(p): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let run = visible(&api, &p, &id)?;
-    Ok(Json(run_view(&api, &run).await))
+    let run = visible(&api, &p, &id).await?;
+    Ok(Json(run_view(&api, &run, true).await))
 }
 
 #[derive(Debug, Deserialize)]
@@ -990,32 +1260,58 @@ async fn list_runs(
         need(&p, Role::Admin)?;
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let cursor = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-            Problem::bad_request("`cursor` is not one this server gave; start again without it")
-        })?),
+    let bad_cursor =
+        || Problem::bad_request("`cursor` is not one this server gave; start again without it");
+    let (page, next) = match &api.backend {
+        Backend::Embedded(runs) => {
+            let cursor = match q.cursor.as_deref() {
+                None => None,
+                Some(c) => Some(decode_cursor(c).ok_or_else(bad_cursor)?),
+            };
+            let (page, more) = runs.page(
+                |m| {
+                    p.sees(&m.tenant)
+                        && q.tenant.as_ref().is_none_or(|t| *t == m.tenant)
+                        && q.workflow.as_ref().is_none_or(|w| *w == m.workflow)
+                        && status.is_none_or(|s| s == m.status)
+                        && label.is_none_or(|(k, v)| m.labels.get(k).is_some_and(|x| x == v))
+                        && q.since.as_ref().is_none_or(|s| m.created_at >= *s)
+                        && q.until.as_ref().is_none_or(|u| m.created_at < *u)
+                        && cursor
+                            .as_ref()
+                            .is_none_or(|(c, id)| (&m.created_at, &m.run_id) < (c, id))
+                },
+                limit,
+            );
+            let next = more
+                .then(|| page.last().map(|m| encode_cursor(&m.created_at, &m.run_id)))
+                .flatten();
+            (page, next)
+        }
+        Backend::Distributed(remote) => {
+            // A visibility query: the tenant filter is Temporal's, so a
+            // page never holds another tenant's run.
+            let tenant = if p.role == Role::Admin {
+                q.tenant.as_deref()
+            } else {
+                Some(p.tenant.as_str())
+            };
+            let filter = ListFilter {
+                tenant,
+                workflow: q.workflow.as_deref(),
+                status,
+                label,
+                since: q.since.as_deref(),
+                until: q.until.as_deref(),
+            };
+            remote
+                .page(&filter, limit, q.cursor.as_deref())
+                .await
+                .map_err(Problem::bad_request)?
+        }
     };
-    let (page, more) = api.runs.page(
-        |m| {
-            p.sees(&m.tenant)
-                && q.tenant.as_ref().is_none_or(|t| *t == m.tenant)
-                && q.workflow.as_ref().is_none_or(|w| *w == m.workflow)
-                && status.is_none_or(|s| s == m.status)
-                && label.is_none_or(|(k, v)| m.labels.get(k).is_some_and(|x| x == v))
-                && q.since.as_ref().is_none_or(|s| m.created_at >= *s)
-                && q.until.as_ref().is_none_or(|u| m.created_at < *u)
-                && cursor
-                    .as_ref()
-                    .is_none_or(|(c, id)| (&m.created_at, &m.run_id) < (c, id))
-        },
-        limit,
-    );
-    let next = more
-        .then(|| page.last().map(|m| encode_cursor(&m.created_at, &m.run_id)))
-        .flatten();
     Ok(Json(json!({
-        "runs": page.iter().map(|m| {
+        "runs": page.iter().filter(|m| p.sees(&m.tenant)).map(|m| {
             let mut v = serde_json::to_value(m).unwrap_or_default();
             if let Some(map) = v.as_object_mut() { map.remove("idempotency_key"); map.remove("params"); }
             v
@@ -1051,7 +1347,7 @@ async fn run_findings(
     Query(q): Query<FormatQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let run = visible(&api, &p, &id)?;
+    let run = visible(&api, &p, &id).await?;
     let meta = run.meta();
     let sarif = q.format.as_deref() == Some("sarif")
         || headers
@@ -1072,9 +1368,20 @@ async fn run_findings(
                 "the run is still live; its SARIF is written when it ends (follow GET /v1/runs/{id}/events, or ask for JSON for the findings so far)",
             ));
         }
-        return Ok(Json(json!({"final": false, "findings": run.live_findings()})).into_response());
+        let findings = match &run {
+            RunRef::Local(r) => r.live_findings(),
+            RunRef::Remote(m) => match &api.backend {
+                Backend::Distributed(remote) => remote
+                    .query(&m.run_id, crate::distributed::QUERY_FINDINGS, None)
+                    .await
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default(),
+                Backend::Embedded(_) => Vec::new(),
+            },
+        };
+        return Ok(Json(json!({"final": false, "findings": findings})).into_response());
     }
-    let Some(record) = api.runs.record(&meta.run_id).await else {
+    let Some(record) = record_of(&api, &meta).await else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "no-record",
@@ -1102,20 +1409,30 @@ async fn run_log(
     axum::Extension(p): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = visible(&api, &p, &id)?;
-    let path = api.runs.run_dir(&run.meta().run_id).join("log.jsonl");
-    match tokio::fs::File::open(&path).await {
-        Ok(file) => Ok((
-            [(header::CONTENT_TYPE, "application/x-ndjson")],
-            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-        )
-            .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
-            [(header::CONTENT_TYPE, "application/x-ndjson")],
-            String::new(),
-        )
-            .into_response()),
-        Err(e) => Err(Problem::internal(e)),
+    let run = visible(&api, &p, &id).await?;
+    const NDJSON: (header::HeaderName, &str) = (header::CONTENT_TYPE, "application/x-ndjson");
+    match (&api.backend, &run) {
+        (Backend::Embedded(runs), _) => {
+            let path = runs.run_dir(&run.meta().run_id).join("log.jsonl");
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => Ok((
+                    [NDJSON],
+                    Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                )
+                    .into_response()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(([NDJSON], String::new()).into_response())
+                }
+                Err(e) => Err(Problem::internal(e)),
+            }
+        }
+        (Backend::Distributed(remote), run) => {
+            let bytes = remote
+                .log(&run.meta())
+                .await
+                .map_err(|e| Problem::unavailable(format!("cannot read the run log: {e:#}")))?;
+            Ok(([NDJSON], bytes).into_response())
+        }
     }
 }
 
@@ -1124,15 +1441,28 @@ async fn run_artifacts(
     axum::Extension(p): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let run = visible(&api, &p, &id)?;
-    let dir = api.runs.run_dir(&run.meta().run_id).join("artifacts");
+    let run = visible(&api, &p, &id).await?;
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            if let (Ok(meta), Some(name)) = (e.metadata(), e.file_name().to_str())
-                && meta.is_file()
-            {
-                out.push(json!({"name": name, "bytes": meta.len()}));
+    match &api.backend {
+        Backend::Embedded(runs) => {
+            let dir = runs.run_dir(&run.meta().run_id).join("artifacts");
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if let (Ok(meta), Some(name)) = (e.metadata(), e.file_name().to_str())
+                        && meta.is_file()
+                    {
+                        out.push(json!({"name": name, "bytes": meta.len()}));
+                    }
+                }
+            }
+        }
+        Backend::Distributed(remote) => {
+            let listed = remote
+                .artifacts(&run.meta())
+                .await
+                .map_err(|e| Problem::unavailable(format!("cannot list the artifacts: {e:#}")))?;
+            for (name, bytes) in listed {
+                out.push(json!({"name": name, "bytes": bytes}));
             }
         }
     }
@@ -1140,12 +1470,29 @@ async fn run_artifacts(
     Ok(Json(json!({"artifacts": out})))
 }
 
+fn attachment(name: &str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{}\"",
+                    name.replace(['"', '\\'], "_")
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 async fn run_artifact(
     State(api): State<AppState>,
     axum::Extension(p): Who,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let run = visible(&api, &p, &id)?;
+    let run = visible(&api, &p, &id).await?;
     let safe = !name.is_empty()
         && name != "."
         && name != ".."
@@ -1154,35 +1501,35 @@ async fn run_artifact(
     if !safe {
         return Err(Problem::not_found("artifact", &name));
     }
-    let path = api
-        .runs
-        .run_dir(&run.meta().run_id)
-        .join("artifacts")
-        .join(&name);
-    // Artifacts are regular files the host wrote; never follow a link.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path);
-    use std::os::unix::fs::OpenOptionsExt as _;
-    match file {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok((
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!(
-                        "attachment; filename=\"{}\"",
-                        name.replace(['"', '\\'], "_")
-                    ),
-                ),
-            ],
-            Body::from_stream(tokio_util::io::ReaderStream::new(
-                tokio::fs::File::from_std(f),
-            )),
-        )
-            .into_response()),
-        _ => Err(Problem::not_found("artifact", &name)),
+    match &api.backend {
+        Backend::Embedded(runs) => {
+            let path = runs
+                .run_dir(&run.meta().run_id)
+                .join("artifacts")
+                .join(&name);
+            // Artifacts are regular files the host wrote; never follow a link.
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match file {
+                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(attachment(
+                    &name,
+                    Body::from_stream(tokio_util::io::ReaderStream::new(
+                        tokio::fs::File::from_std(f),
+                    )),
+                )),
+                _ => Err(Problem::not_found("artifact", &name)),
+            }
+        }
+        Backend::Distributed(remote) => match remote.artifact(&run.meta(), &name).await {
+            Ok(Some(bytes)) => Ok(attachment(&name, Body::from(bytes))),
+            Ok(None) => Err(Problem::not_found("artifact", &name)),
+            Err(e) => Err(Problem::unavailable(format!(
+                "cannot read the artifact: {e:#}"
+            ))),
+        },
     }
 }
 
@@ -1191,12 +1538,24 @@ async fn cancel_run(
     axum::Extension(p): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = visible(&api, &p, &id)?;
+    let run = visible(&api, &p, &id).await?;
     need(&p, Role::Submitter)?;
-    if !api.runs.cancel(&run) {
+    let meta = run.meta();
+    let cancelled = match (&api.backend, &run) {
+        (Backend::Embedded(runs), RunRef::Local(r)) => runs.cancel(r),
+        (Backend::Distributed(remote), _) if !meta.status.is_final() => {
+            remote
+                .cancel(&id)
+                .await
+                .map_err(|e| Problem::unavailable(format!("{e:#}")))?;
+            true
+        }
+        _ => false,
+    };
+    if !cancelled {
         return Err(Problem::conflict(format!(
             "run `{id}` has already ended ({}); retry it to run it again",
-            run.meta().status.as_str()
+            meta.status.as_str()
         )));
     }
     Ok(with_object(
@@ -1215,16 +1574,41 @@ async fn run_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let run = visible(&api, &p, &id)?;
-    let after: u64 = match headers.get("last-event-id") {
+    use futures::StreamExt as _;
+    let run = visible(&api, &p, &id).await?;
+    let last = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or_default().trim().to_string());
+    let bad_id = || Problem::bad_request("Last-Event-ID must be an event id this server sent");
+    let run = match run {
+        RunRef::Remote(meta) => {
+            let Backend::Distributed(remote) = &api.backend else {
+                return Err(Problem::internal("a distributed run on an embedded server"));
+            };
+            let after = match last.as_deref() {
+                None => EventCursor::default(),
+                Some(s) => EventCursor::parse(s).ok_or_else(bad_id)?,
+            };
+            let stream = remote
+                .clone()
+                .events(*meta, after, Duration::from_millis(500))
+                .map(|e| {
+                    Ok::<_, std::convert::Infallible>(
+                        SseEvent::default()
+                            .id(e.id)
+                            .event(e.kind)
+                            .data(e.data.to_string()),
+                    )
+                });
+            return Ok(Sse::new(stream)
+                .keep_alive(KeepAlive::default())
+                .into_response());
+        }
+        RunRef::Local(run) => run,
+    };
+    let after: u64 = match last.as_deref() {
         None => 0,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                Problem::bad_request("Last-Event-ID must be an event number this server sent")
-            })?,
+        Some(s) => s.parse().map_err(|_| bad_id())?,
     };
     let stream =
         futures::stream::unfold((run, after, false), |(run, mut after, done)| async move {
@@ -1260,7 +1644,6 @@ async fn run_events(
                 let _ = tokio::time::timeout(Duration::from_secs(15), changed).await;
             }
         });
-    use futures::StreamExt as _;
     Ok(Sse::new(stream.flatten())
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -61,6 +61,15 @@ impl Problem {
         Problem::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
+    /// A service the engine needs (Temporal, the blob store) failed; the
+    /// detail says which, never a credential.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Problem {
+            retry_after: Some(5),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+        }
+    }
+
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("API internal error: {err}");
         Problem::new(

@@ -233,7 +233,10 @@ pub struct Start {
     pub workflow: String,
     pub digest: Option<String>,
     pub params: Value,
-    pub target: Option<(String, PathBuf)>,
+    /// sha256 of the uploaded target.
+    pub target: Option<String>,
+    /// Its unpacked tree (embedded engine).
+    pub target_tree: Option<PathBuf>,
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
     pub retry_of: Option<String>,
@@ -426,7 +429,7 @@ impl Runs {
             workflow: wf.info.name.clone(),
             digest: start.digest.clone(),
             params: start.params.clone(),
-            target: start.target.as_ref().map(|(sha, _)| sha.clone()),
+            target: start.target.clone(),
             labels: start.labels.clone(),
             created_at: crate::util::now_rfc3339(),
             created_by: start.token_id.clone(),
@@ -447,8 +450,7 @@ impl Runs {
             .insert(run_id.clone(), run.clone());
 
         let target = start
-            .target
-            .map(|(_, tree)| tree)
+            .target_tree
             .unwrap_or_else(|| self.empty_target.clone());
         let engine = self.engine.clone();
         let slots = self.slots.clone();

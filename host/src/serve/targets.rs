@@ -48,11 +48,15 @@ pub enum UploadError {
     Io(#[from] anyhow::Error),
 }
 
-/// The targets of all tenants, under one directory.
+/// The targets of all tenants: unpacked under one directory (embedded
+/// engine), or checked there and then kept as archives in the blob store
+/// under `tenants/<tenant>/targets/` (distributed engine), where hosts
+/// fetch them.
 pub struct TargetStore {
     root: PathBuf,
     caps: UnpackCaps,
     max_upload_bytes: u64,
+    blobs: Option<std::sync::Arc<dyn crate::storage::BlobStore>>,
 }
 
 impl TargetStore {
@@ -61,7 +65,51 @@ impl TargetStore {
             root,
             caps,
             max_upload_bytes,
+            blobs: None,
         }
+    }
+
+    /// Targets kept in `blobs`; `root` only holds uploads being checked.
+    pub fn in_blobs(self, blobs: std::sync::Arc<dyn crate::storage::BlobStore>) -> Self {
+        TargetStore {
+            blobs: Some(blobs),
+            ..self
+        }
+    }
+
+    fn owner_key(sha256: &str, tenant: &str) -> String {
+        format!("api/target-owners/{sha256}/{tenant}")
+    }
+
+    /// The record of `tenant`'s target `sha256`, wherever it is kept.
+    pub async fn find(&self, tenant: &str, sha256: &str) -> Option<TargetInfo> {
+        let Some(blobs) = &self.blobs else {
+            return self.info(tenant, sha256);
+        };
+        if !is_sha256_hex(sha256) || super::tokens::check_tenant(tenant).is_err() {
+            return None;
+        }
+        let store = super::remote::tenant_store(blobs, tenant);
+        let bytes = store.get(&format!("targets/{sha256}.json")).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The tenants that have target `sha256`, wherever it is kept.
+    pub async fn find_owners(&self, sha256: &str) -> Vec<String> {
+        let Some(blobs) = &self.blobs else {
+            return self.owners(sha256);
+        };
+        if !is_sha256_hex(sha256) {
+            return Vec::new();
+        }
+        let prefix = format!("api/target-owners/{sha256}/");
+        blobs
+            .list(&prefix)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
     }
 
     fn dir(&self, tenant: &str, sha256: &str) -> PathBuf {
@@ -146,7 +194,7 @@ impl TargetStore {
         file.sync_all().await.context("cannot write the upload")?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
-        if let Some(info) = self.info(tenant, &sha256) {
+        if let Some(info) = self.find(tenant, &sha256).await {
             return Ok((info, true));
         }
         let dir = self.dir(tenant, &sha256);
@@ -183,6 +231,29 @@ impl TargetStore {
         })
         .await
         .context("the unpacking task failed")??;
+        if let Some(blobs) = &self.blobs {
+            // Checked: keep the archive as uploaded (hosts unpack it with
+            // the same rules), then the record, then the owner index.
+            let store = super::remote::tenant_store(blobs, tenant);
+            let key = crate::storage::pack::target_key(&sha256);
+            store
+                .put_file(&key, &tmp_path, None)
+                .await
+                .with_context(|| format!("cannot store the target in {}", store.describe()))?;
+            store
+                .put(
+                    &format!("targets/{sha256}.json"),
+                    serde_json::to_vec(&info).context("cannot encode the target record")?,
+                )
+                .await
+                .with_context(|| format!("cannot store the target in {}", store.describe()))?;
+            blobs
+                .put(&Self::owner_key(&sha256, tenant), Vec::new())
+                .await
+                .with_context(|| format!("cannot store the target in {}", blobs.describe()))?;
+            let dir = self.dir(tenant, &sha256);
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
         drop(tmp_path);
         Ok((info, false))
     }

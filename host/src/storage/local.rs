@@ -173,6 +173,16 @@ impl BlobStore for LocalStore {
         }
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_other(key)(e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
         let owned_prefix = prefix.to_string();

@@ -9,6 +9,7 @@
 pub mod links;
 pub mod local;
 pub mod pack;
+pub mod prefixed;
 pub mod s3;
 pub mod target_cache;
 
@@ -20,6 +21,7 @@ pub use local::LocalStore;
 pub use pack::{
     PackInfo, UnpackCaps, UnpackError, UnpackInfo, pack_target, target_key, unpack_target,
 };
+pub use prefixed::Prefixed;
 pub use s3::{S3Config, S3Store};
 pub use target_cache::{TargetCache, TargetLease};
 
@@ -76,6 +78,8 @@ pub trait BlobStore: Send + Sync {
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError>;
     /// True when `key` exists.
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// The size of the value at `key`, or `None` when there is none.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// All keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Removes `key`; removing a key that does not exist is not an error.

@@ -710,6 +710,28 @@ impl BlobStore for S3Store {
         }
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let object = self.object_key(key)?;
+        let result = self
+            .client()
+            .await
+            .head_object()
+            .bucket(self.bucket())
+            .key(&object)
+            .send()
+            .await;
+        match result {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_not_found())
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.backend(key, "reading the object's size", &e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let full = format!("{}{prefix}", self.prefix);
         let mut pages = self

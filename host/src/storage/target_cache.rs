@@ -468,6 +468,9 @@ mod tests {
         async fn exists(&self, key: &str) -> Result<bool, StoreError> {
             self.inner.exists(key).await
         }
+        async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+            self.inner.size(key).await
+        }
         async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
             self.inner.list(prefix).await
         }
