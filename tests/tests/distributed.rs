@@ -1529,7 +1529,8 @@ impl Replica {
 /// bucket hold no state of their own. A token made for one works on the
 /// other, an upload through one starts a run through the other, an
 /// idempotency key sent to both starts one run, events resume on the other
-/// replica, and the tenant is in Temporal's visibility and in the S3 keys.
+/// replica, a run started on one is cancelled on the other, and the
+/// tenant is in Temporal's visibility and in the S3 keys.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_api_replicas_share_tokens_targets_runs_and_events() {
     let c = Cluster::new("api");
@@ -1759,6 +1760,59 @@ async fn two_api_replicas_share_tokens_targets_runs_and_events() {
             .as_str()
             .is_some_and(|k| k.starts_with("tenants/team-a/runs/")),
         "{output}"
+    );
+
+    // Start on one replica, cancel on the other: the host kills the tool
+    // and the run ends cancelled, seen the same on both.
+    let (s, long) = {
+        let r = a
+            .req(reqwest::Method::POST, "/v1/runs", &token)
+            .json(&json!({"workflow": "probe", "params": probe(json!([{"op": "tool", "tool": "sleep", "args": ["991.5"]}]))}))
+            .send()
+            .await
+            .expect("start");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(s, 202, "{long}");
+    let long_id = long["run_id"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_with("991.5") == 0 {
+        assert!(Instant::now() < deadline, "the tool never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cancel = b
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{long_id}/cancel"),
+            &token,
+        )
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancel.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = a.get(&format!("/v1/runs/{long_id}"), &token).await;
+        if v["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never cancelled: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(processes_with("991.5"), 0, "the tool was killed");
+    let again = b
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{long_id}/cancel"),
+            &token,
+        )
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(
+        again.status().as_u16(),
+        409,
+        "an ended run cannot be cancelled"
     );
 
     // A revoked token stops working on both replicas (within the cache).
