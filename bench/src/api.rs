@@ -25,9 +25,16 @@ const READS: usize = 5000;
 /// Recorded runs for the listing.
 const LISTED: usize = 100_000;
 
+/// The default config (its verticals) with this bench's directories and
+/// `[serve]` settings.
 fn config_text(toolbox: &Path) -> String {
+    let default: String = toolhost::config::DEFAULT_CONFIG
+        .lines()
+        .filter(|l| !l.starts_with("toolbox") && !l.starts_with("data_dir"))
+        .collect::<Vec<_>>()
+        .join("\n");
     format!(
-        "toolbox = \"{}\"\ndata_dir = \"data\"\nwork_dir = \"work\"\n[serve]\nmax_concurrent_runs = 2\n[serve.limits]\nrequests_per_second = 0\nconcurrent_runs = 0\nupload_mib_per_day = 0\n",
+        "toolbox = \"{}\"\ndata_dir = \"data\"\nwork_dir = \"work\"\n{default}\n[serve]\nmax_concurrent_runs = 2\n[serve.limits]\nrequests_per_second = 0\nconcurrent_runs = 0\nupload_mib_per_day = 0\n",
         toolbox.display()
     )
 }
