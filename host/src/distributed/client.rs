@@ -195,29 +195,17 @@ impl RunClient {
         input: &impl Serialize,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let req = StartWorkflowExecutionRequest {
-            namespace: self.namespace.clone(),
-            workflow_id: run_id.to_string(),
-            workflow_type: Some(WorkflowType {
-                name: workflow_type.to_string(),
-            }),
-            task_queue: Some(TaskQueue {
-                name: task_queue.to_string(),
-                kind: TaskQueueKind::Normal as i32,
-                normal_name: String::new(),
-            }),
-            input: Some(Payloads {
-                payloads: vec![input.as_json_payload()?],
-            }),
-            workflow_execution_timeout: prost_wkt_types::Duration::try_from(timeout).ok(),
-            identity: "toolhost-cli".into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        };
-        self.svc()
-            .start_workflow_execution(tonic::Request::new(req))
-            .await
-            .map_err(|e| rpc_error("start", run_id, e))?;
+        self.start_with(
+            workflow_type,
+            task_queue,
+            run_id,
+            input,
+            StartOptions {
+                timeout,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(())
     }
 

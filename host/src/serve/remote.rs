@@ -61,6 +61,35 @@ struct RunMemo {
     timeout_secs: Option<u64>,
 }
 
+impl RunMemo {
+    /// The API's meta of run `run_id` of `workflow` with this memo.
+    fn into_meta(
+        self,
+        run_id: String,
+        workflow: String,
+        status: ApiStatus,
+        ended_at: Option<String>,
+    ) -> RunMeta {
+        RunMeta {
+            run_id,
+            tenant: self.tenant,
+            workflow,
+            digest: self.digest,
+            params: self.params,
+            target: self.target,
+            labels: self.labels,
+            created_at: self.created_at,
+            created_by: self.created_by,
+            retry_of: self.retry_of,
+            idempotency_key: self.idempotency_key,
+            status,
+            ended_at,
+            error: None,
+            timeout_secs: self.timeout_secs,
+        }
+    }
+}
+
 /// The blob store as seen by one tenant: `tenants/<tenant>/...`.
 pub fn tenant_store(blobs: &Arc<dyn BlobStore>, tenant: &str) -> Arc<dyn BlobStore> {
     Arc::new(Prefixed::new(blobs.clone(), format!("tenants/{tenant}/")))
@@ -290,23 +319,7 @@ impl Remote {
             })?;
             return Ok((meta, true));
         }
-        let meta = RunMeta {
-            run_id,
-            tenant: memo.tenant,
-            workflow: wf.name,
-            digest: memo.digest,
-            params: memo.params,
-            target: memo.target,
-            labels: memo.labels,
-            created_at: memo.created_at,
-            created_by: memo.created_by,
-            retry_of: memo.retry_of,
-            idempotency_key: memo.idempotency_key,
-            status: ApiStatus::Running,
-            ended_at: None,
-            error: None,
-            timeout_secs: memo.timeout_secs,
-        };
+        let meta = memo.into_meta(run_id, wf.name, ApiStatus::Running, None);
         Ok((meta, false))
     }
 
@@ -331,23 +344,12 @@ impl Remote {
             idempotency_key: None,
             timeout_secs: None,
         });
-        RunMeta {
-            run_id: state.run_id.clone(),
-            tenant: memo.tenant,
-            workflow: state.workflow.clone(),
-            digest: memo.digest,
-            params: memo.params,
-            target: memo.target,
-            labels: memo.labels,
-            created_at: memo.created_at,
-            created_by: memo.created_by,
-            retry_of: memo.retry_of,
-            idempotency_key: memo.idempotency_key,
-            status: api_status(&state.status),
-            ended_at: state.closed.clone(),
-            error: None,
-            timeout_secs: memo.timeout_secs,
-        }
+        memo.into_meta(
+            state.run_id.clone(),
+            state.workflow.clone(),
+            api_status(&state.status),
+            state.closed.clone(),
+        )
     }
 
     /// The meta of run `id`, or `None` when Temporal does not know it.

@@ -689,25 +689,7 @@ impl BlobStore for S3Store {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        let object = self.object_key(key)?;
-        let result = self
-            .client()
-            .await
-            .head_object()
-            .bucket(self.bucket())
-            .key(&object)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_not_found())
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.backend(key, "checking for the object", &e)),
-        }
+        Ok(self.size(key).await?.is_some())
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -728,7 +710,7 @@ impl BlobStore for S3Store {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.backend(key, "reading the object's size", &e)),
+            Err(e) => Err(self.backend(key, "checking for the object", &e)),
         }
     }
 
